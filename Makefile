@@ -1,0 +1,52 @@
+# Two entry points, each idempotent and fast once set up:
+#   make demo   -> .venv with torch + imaging (compiled ops built), then the main demo (figures in out/)
+#   make test   -> same set-up, then the test suite
+# Options: make demo TORCH=torch==2.14.1   IMAGING_NO_EXT=1 make test (pure-torch fallback, no build)
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
+
+.PHONY: demo test setup build bench gpu-check clean
+
+demo: build
+	$(PY) examples/reconstruct.py
+
+test: build
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+DEPS := $(VENV)/.deps-$(subst =,_,$(subst /,_,$(TORCH)))
+BUILT := $(VENV)/.built$(if $(IMAGING_NO_EXT),-noext,)
+
+setup: $(DEPS)
+
+# One stamp per torch spec: changing TORCH reinstalls torch and rebuilds the extension.
+$(VENV)/.deps-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image matplotlib tqdm safetensors
+	rm -f $(VENV)/.deps-* $(VENV)/.built*
+	touch $@
+
+build: setup $(BUILT)
+
+# IMAGING_NO_EXT=1 installs without compiling and removes a previously built imaging/_C*.so.
+$(BUILT): $(DEPS) setup.py pyproject.toml $(CSRC)
+	$(if $(IMAGING_NO_EXT),rm -f imaging/_C*.so,)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	rm -f $(VENV)/.built*
+	$(PY) -c "import imaging, imaging._ext as e; print(e.describe())"
+	touch $@
+
+bench: build
+	$(PY) benchmarks/finite_diff.py
+
+# On a GPU machine: build with CUDA, run the CUDA tests and benchmarks, results in $${OUT:-gpu-results}/.
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build imaging/_C*.so *.egg-info out

@@ -1,0 +1,8 @@
+"""Compiled ops (`torch.ops.imaging.*`) with their autograd and fake kernels, and their pure-torch references.
+
+Each public function here checks its input, runs the compiled kernel when one exists for the tensor's device and
+dtype (float32/float64), and the pure-torch reference otherwise (other dtypes such as complex, or no extension).
+"""
+from imaging.ops.finite_diff import divergence, finite_diff, finite_diff_adjoint
+
+__all__ = ["finite_diff", "finite_diff_adjoint", "divergence"]
