@@ -1,0 +1,334 @@
+r"""The forward-operator abstraction: `Operator` (possibly nonlinear) and `LinearOperator`.
+
+Conventions: tensors carry the batch in dim 0; images are (N, C, H, W). Operators are `nn.Module`s, so masks,
+kernels and matrices are buffers and `.to(device)` moves them.
+
+A `LinearOperator` subclass needs only `forward`. Its adjoint is then derived by autograd: for a linear map A,
+the vector-Jacobian product at any point with cotangent y is exactly A^H y (for real-to-complex maps, the adjoint
+for the real inner product Re<., .>). The input shape it needs comes from the call: the operator remembers the
+input shape of each output shape it produced, and otherwise tries a shape-preserving map.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def _describe(op: nn.Module) -> str:
+    return type(op).__name__
+
+
+def check_input(op: nn.Module, x: object, arg: str = "x") -> torch.Tensor:
+    """Raise a clear error unless `x` is a non-empty floating/complex tensor on the operator's device."""
+    name = _describe(op)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: argument '{arg}' must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name}: argument '{arg}' must be a floating or complex tensor, got {x.dtype}")
+    if x.dim() == 0 or x.numel() == 0:
+        raise ValueError(f"{name}: argument '{arg}' must be a non-empty tensor with a batch dim, got {tuple(x.shape)}")
+    device = next((t.device for t in _tensors(op)), None)
+    if device is not None and device != x.device:
+        raise ValueError(f"{name}: argument '{arg}' is on {x.device} but the operator's buffers are on {device}; "
+                         f"move one of them (op.to({str(x.device)!r}))")
+    return x
+
+
+def _tensors(op: nn.Module):
+    yield from op.parameters()
+    yield from op.buffers()
+
+
+class Operator(nn.Module):
+    """A forward model x -> A(x), possibly nonlinear. Subclasses implement `forward`.
+
+    `vjp(x, v)` = J_A(x)^H v and `jvp(x, u)` = J_A(x) u come from autograd.
+    Operators compose with `@` (A @ B = A∘B), add with `+`/`-` and scale by numbers.
+    """
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        check_input(self, x)
+        return super().__call__(x, *args, **kwargs)
+
+    def vjp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Vector-Jacobian product J_A(x)^H v (by autograd)."""
+        create_graph = torch.is_grad_enabled() and (v.requires_grad or x.requires_grad)
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True) if not create_graph else x.clone().requires_grad_(True)
+            out = self(xd)
+            if out.shape != v.shape:
+                raise ValueError(f"{_describe(self)}.vjp: argument 'v' must have the output shape "
+                                 f"{tuple(out.shape)}, got {tuple(v.shape)}")
+            (grad,) = torch.autograd.grad(out, xd, grad_outputs=v, create_graph=create_graph)
+        return grad
+
+    def jvp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Jacobian-vector product J_A(x) u (by the double-vjp trick, so custom ops need only backward)."""
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            out = self(xd)
+            w = torch.zeros_like(out, requires_grad=True)
+            (g,) = torch.autograd.grad(out, xd, grad_outputs=w, create_graph=True)
+            (ju,) = torch.autograd.grad(g, w, grad_outputs=u)
+        return ju
+
+    # --- algebra ---------------------------------------------------------------------------------------------
+    def __matmul__(self, other):
+        if isinstance(other, torch.Tensor):
+            return self(other)
+        if not isinstance(other, Operator):
+            return NotImplemented
+        linear = isinstance(self, LinearOperator) and isinstance(other, LinearOperator)
+        return LinearComposition(self, other) if linear else Composition(self, other)
+
+    def __add__(self, other):
+        if not isinstance(other, Operator):
+            return NotImplemented
+        linear = isinstance(self, LinearOperator) and isinstance(other, LinearOperator)
+        return LinearSum(self, other) if linear else Sum(self, other)
+
+    def __sub__(self, other):
+        if not isinstance(other, Operator):
+            return NotImplemented
+        return self + (-other)
+
+    def __mul__(self, scale):
+        if not isinstance(scale, numbers.Number):
+            return NotImplemented
+        linear = isinstance(self, LinearOperator)
+        return LinearScaledOperator(self, scale) if linear else ScaledOperator(self, scale)
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+
+class LinearOperator(Operator):
+    """A linear forward model A with adjoint A^H.
+
+    Subclasses implement `forward`; `adjoint` defaults to the autograd-derived one (exact for linear maps) and may
+    be overridden with a closed form. Also: `.H` (the adjoint as an operator), `normal` (A^H A),
+    `norm` (‖A‖₂ by power iteration) and `pinv` (least squares / pseudo-inverse by conjugate gradient).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_shapes: dict[tuple[int, ...], tuple[tuple[int, ...], bool]] = {}
+        self._norms: dict[tuple, float] = {}
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        out = super().__call__(x, *args, **kwargs)
+        self._shape_memory()[tuple(out.shape[1:])] = (tuple(x.shape[1:]), x.is_complex())
+        return out
+
+    def _shape_memory(self) -> dict:
+        # Subclasses that define __init__ without calling LinearOperator.__init__ still work.
+        if "_input_shapes" not in self.__dict__:
+            self.__dict__["_input_shapes"] = {}
+        return self.__dict__["_input_shapes"]
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^H y, derived by autograd from `forward` (override with a closed form where one exists)."""
+        check_input(self, y, "y")
+        in_shape, in_complex = self._input_for(y)
+        dtype = _with_complexity(y.dtype, in_complex)
+        create_graph = torch.is_grad_enabled() and (y.requires_grad or any(p.requires_grad for p in self.parameters()))
+        with torch.enable_grad():
+            x = torch.zeros((y.shape[0], *in_shape), dtype=dtype, device=y.device, requires_grad=True)
+            out = self(x)
+            if out.shape != y.shape:
+                raise ValueError(f"{_describe(self)}.adjoint: argument 'y' must have the operator's output shape "
+                                 f"{tuple(out.shape)}, got {tuple(y.shape)}")
+            if not out.requires_grad:
+                raise RuntimeError(f"{_describe(self)}.adjoint: forward is not differentiable by autograd, so its "
+                                   f"adjoint cannot be derived; implement adjoint(y)")
+            if y.is_complex() and not out.is_complex():  # real map applied to complex data: act on Re and Im
+                re, im = torch.autograd.grad(out, x, grad_outputs=y.real, create_graph=create_graph, retain_graph=True), \
+                    torch.autograd.grad(out, x, grad_outputs=y.imag, create_graph=create_graph)
+                return torch.complex(re[0], im[0])
+            (grad,) = torch.autograd.grad(out, x, grad_outputs=y.to(out.dtype), create_graph=create_graph)
+        return grad
+
+    def _input_for(self, y: torch.Tensor) -> tuple[tuple[int, ...], bool]:
+        """The input shape (without batch) and complexity that produce outputs shaped like `y`."""
+        memory = self._shape_memory()
+        key = tuple(y.shape[1:])
+        if key in memory:
+            return memory[key]
+        # Not seen yet: try a shape-preserving map (denoising, blur, masks, Fourier...).
+        try:
+            with torch.no_grad():
+                out = self(torch.zeros_like(y))
+        except Exception:  # noqa: BLE001 - any failure means "not shape preserving"
+            out = None
+        if out is not None and out.shape == y.shape:
+            return memory[key]
+        raise ValueError(f"{_describe(self)}.adjoint: cannot tell the input shape for outputs of shape {key}; "
+                         f"apply the operator once to an input (op(x)) or implement adjoint(y)")
+
+    @property
+    def H(self) -> "LinearOperator":
+        """The adjoint A^H as a LinearOperator."""
+        return Adjoint(self)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """A^H A x."""
+        return self.adjoint(self(x))
+
+    def norm(self, x: torch.Tensor, max_iter: int = 100, tol: float = 1e-6, seed: int = 0) -> float:
+        """Spectral norm ‖A‖₂ = sqrt(λ_max(A^H A)) on inputs shaped like `x`, by power iteration (cached).
+
+        With a batch, the operator acts block-diagonally, so this is the largest norm over the batch.
+        """
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key in self._norm_cache():
+            return self._norm_cache()[key]
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        v = v / torch.linalg.vector_norm(v)
+        value = 0.0
+        with torch.no_grad():
+            for _ in range(max_iter):
+                w = self.normal(v)
+                new_value = torch.linalg.vector_norm(w).item()
+                if new_value == 0.0:
+                    value = 0.0
+                    break
+                v = w / new_value
+                converged = abs(new_value - value) <= tol * new_value
+                value = new_value
+                if converged:
+                    break
+        self._norm_cache()[key] = value ** 0.5
+        return value ** 0.5
+
+    def _norm_cache(self) -> dict:
+        if "_norms" not in self.__dict__:
+            self.__dict__["_norms"] = {}
+        return self.__dict__["_norms"]
+
+    def pinv(self, y: torch.Tensor, **cg_options) -> torch.Tensor:
+        """Least-squares solution of A x = y (minimum norm from x0 = 0) by conjugate gradient on A^H A x = A^H y."""
+        from imaging.solvers.cg import least_squares
+
+        return least_squares(self, y, **cg_options).x
+
+
+def _with_complexity(dtype: torch.dtype, complex_: bool) -> torch.dtype:
+    """`dtype`'s precision, complex or real as asked."""
+    real = torch.empty((), dtype=dtype).real.dtype
+    return torch.complex(torch.empty((), dtype=real), torch.empty((), dtype=real)).dtype if complex_ else real
+
+
+class Identity(LinearOperator):
+    """A x = x (denoising)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        check_input(self, y, "y")
+        return y
+
+
+class Adjoint(LinearOperator):
+    """The adjoint A^H of a LinearOperator A, as an operator; `.H` gives A back."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.adjoint(y)
+
+    def adjoint(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+    @property
+    def H(self) -> LinearOperator:
+        return self.op
+
+
+class Composition(Operator):
+    """(A @ B)(x) = A(B(x)) for operators A, B (`LinearComposition` when both are linear)."""
+
+    def __init__(self, outer: Operator, inner: Operator) -> None:
+        super().__init__()
+        self.outer, self.inner = outer, inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(x))
+
+
+class LinearComposition(Composition, LinearOperator):
+    """(A @ B)^H = B^H A^H."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        LinearOperator.__init__(self)
+        self.outer, self.inner = outer, inner
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+
+class Sum(Operator):
+    """(A + B)(x) = A(x) + B(x) (`LinearSum` when both are linear)."""
+
+    def __init__(self, first: Operator, second: Operator) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.first(x) + self.second(x)
+
+
+class LinearSum(Sum, LinearOperator):
+    """(A + B)^H = A^H + B^H."""
+
+    def __init__(self, first: LinearOperator, second: LinearOperator) -> None:
+        LinearOperator.__init__(self)
+        self.first, self.second = first, second
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.first.adjoint(y) + self.second.adjoint(y)
+
+
+class ScaledOperator(Operator):
+    """(c A)(x) = c A(x) for a real or complex number c (`LinearScaledOperator` when A is linear)."""
+
+    def __init__(self, op: Operator, scale: complex) -> None:
+        super().__init__()
+        self.op, self.scale = op, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.op(x)
+
+
+class LinearScaledOperator(ScaledOperator, LinearOperator):
+    """(c A)^H = conj(c) A^H."""
+
+    def __init__(self, op: LinearOperator, scale: complex) -> None:
+        LinearOperator.__init__(self)
+        self.op, self.scale = op, scale
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale.conjugate() * self.op.adjoint(y)
+
+
+class FunctionOperator(LinearOperator):
+    """Wrap plain functions as a LinearOperator: `FunctionOperator(forward_fn, adjoint_fn=None)`."""
+
+    def __init__(self, forward_fn: Callable[[torch.Tensor], torch.Tensor],
+                 adjoint_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.forward_fn, self.adjoint_fn = forward_fn, adjoint_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_fn(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.adjoint_fn(y) if self.adjoint_fn is not None else super().adjoint(y)

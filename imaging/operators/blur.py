@@ -1,0 +1,213 @@
+r"""Convolution operators: blur with a given kernel, kernel builders, and super-resolution downsampling.
+
+Blur: y = h * x (true convolution, kernel centre at index (k//2, k//2)), per channel, for images (N, C, H, W).
+Boundary handling (`mode`):
+- ``"circular"``: periodic convolution by FFT, y = F^{-1}(F h · F x);
+- ``"zeros"`` / ``"reflect"`` / ``"replicate"``: the image is padded so that y has the size of x ('same'),
+  and the adjoint folds the padded border back (exact adjoint of the padding).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from imaging.operators.base import LinearOperator, check_input
+
+PADDING_MODES = ("circular", "zeros", "reflect", "replicate")
+
+
+# --- kernel builders ---------------------------------------------------------------------------------------------
+def gaussian_kernel(sigma: float | tuple[float, float], size: int | None = None,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Normalised 2-D Gaussian kernel of standard deviation `sigma` (pixels); size defaults to 2·ceil(3σ)+1."""
+    sy, sx = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
+    if min(sy, sx) <= 0:
+        raise ValueError(f"gaussian_kernel: sigma must be positive, got {sigma}")
+    size = size or 2 * math.ceil(3 * max(sy, sx)) + 1
+    r = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    k = torch.exp(-r[:, None] ** 2 / (2 * sy ** 2) - r[None, :] ** 2 / (2 * sx ** 2))
+    return k / k.sum()
+
+
+def box_kernel(size: int | tuple[int, int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Normalised box (uniform) kernel of the given size."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if h < 1 or w < 1:
+        raise ValueError(f"box_kernel: size must be positive, got {size}")
+    return torch.full((h, w), 1.0 / (h * w), dtype=dtype)
+
+
+def motion_kernel(length: float, angle: float = 0.0, size: int | None = None,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Normalised linear motion-blur kernel: a line of `length` pixels at `angle` degrees, anti-aliased."""
+    if length <= 0:
+        raise ValueError(f"motion_kernel: length must be positive, got {length}")
+    size = size or 2 * math.ceil(length / 2) + 1
+    r = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    theta = math.radians(angle)
+    along = xx * math.cos(theta) - yy * math.sin(theta)
+    across = xx * math.sin(theta) + yy * math.cos(theta)
+    k = torch.clamp(1 - across.abs(), min=0) * torch.clamp(length / 2 + 0.5 - along.abs(), 0, 1)
+    return k / k.sum()
+
+
+# --- padding and its exact adjoint ------------------------------------------------------------------------------
+def _pad_widths(kernel_size: tuple[int, int]) -> list[int]:
+    """F.pad widths (left, right, top, bottom) so that a kernel centred at k//2 gives a 'same' output."""
+    kh, kw = kernel_size
+    return [(kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2]
+
+
+def pad(x: torch.Tensor, widths: list[int], mode: str) -> torch.Tensor:
+    """Pad the last two dims by (left, right, top, bottom) with `mode` in PADDING_MODES."""
+    return F.pad(x, widths) if mode == "zeros" else F.pad(x, widths, mode=mode)
+
+
+def pad_adjoint(y: torch.Tensor, widths: list[int], mode: str) -> torch.Tensor:
+    """Exact adjoint of `pad`: crop the centre and fold the padded border back onto the pixels it copied."""
+    for axis, (before, after) in ((-1, widths[0:2]), (-2, widths[2:4])):
+        y = _pad_adjoint_1d(y, axis, before, after, mode)
+    return y
+
+
+def _pad_adjoint_1d(y: torch.Tensor, axis: int, before: int, after: int, mode: str) -> torch.Tensor:
+    n = y.shape[axis] - before - after
+    out = y.narrow(axis, before, n).clone()
+    if mode == "zeros":
+        return out
+    head, tail = y.narrow(axis, 0, before), y.narrow(axis, before + n, after)
+    if mode == "circular":
+        out.narrow(axis, n - before, before).add_(head)
+        out.narrow(axis, 0, after).add_(tail)
+    elif mode == "reflect":
+        out.narrow(axis, 1, before).add_(head.flip(axis))
+        out.narrow(axis, n - 1 - after, after).add_(tail.flip(axis))
+    elif mode == "replicate":
+        out.narrow(axis, 0, 1).add_(head.sum(axis, keepdim=True))
+        out.narrow(axis, n - 1, 1).add_(tail.sum(axis, keepdim=True))
+    return out
+
+
+def _check_mode(mode: str, owner: str) -> str:
+    if mode not in PADDING_MODES:
+        raise ValueError(f"{owner}: argument 'mode' must be one of {PADDING_MODES}, got {mode!r}")
+    return mode
+
+
+def _check_image(op, x: torch.Tensor, arg: str = "x") -> torch.Tensor:
+    check_input(op, x, arg)
+    if x.dim() != 4:
+        raise ValueError(f"{type(op).__name__}: argument '{arg}' must have shape (N, C, H, W), got {tuple(x.shape)}")
+    return x
+
+
+# --- operators ---------------------------------------------------------------------------------------------------
+class Blur(LinearOperator):
+    """y = h * x with kernel h of shape (kh, kw) (shared by channels) or (C, kh, kw) (one per channel).
+
+    Args:
+        kernel: the blur kernel (real).
+        mode: ``"circular"`` (FFT) or the padding of a 'same' convolution: ``"zeros"``, ``"reflect"``, ``"replicate"``.
+    """
+
+    def __init__(self, kernel: torch.Tensor, mode: str = "circular") -> None:
+        super().__init__()
+        if not isinstance(kernel, torch.Tensor) or kernel.dim() not in (2, 3) or kernel.is_complex():
+            raise ValueError("Blur: argument 'kernel' must be a real tensor of shape (kh, kw) or (C, kh, kw), got "
+                             f"{getattr(kernel, 'shape', type(kernel).__name__)}")
+        if not torch.isfinite(kernel).all():
+            raise ValueError("Blur: argument 'kernel' must have finite values")
+        self.mode = _check_mode(mode, "Blur")
+        self.register_buffer("kernel", kernel if kernel.dim() == 3 else kernel[None])
+
+    def _weight(self, x: torch.Tensor) -> torch.Tensor:
+        """Depthwise conv2d weight (C, 1, kh, kw), flipped so that conv2d computes a true convolution."""
+        k = self.kernel.to(x.real.dtype)
+        channels = x.shape[1]
+        if k.shape[0] not in (1, channels):
+            raise ValueError(f"Blur: input has {channels} channels but the kernel has {k.shape[0]}")
+        return k.expand(channels, -1, -1).flip(-2, -1)[:, None]
+
+    def _transfer(self, x: torch.Tensor) -> torch.Tensor:
+        """FFT of the kernel zero-padded to the image and centred at the origin: (C or 1, H, W//2+1)."""
+        kh, kw = self.kernel.shape[-2:]
+        h, w = x.shape[-2:]
+        if kh > h or kw > w:
+            raise ValueError(f"Blur: kernel {kh}x{kw} is larger than the image {h}x{w}")
+        k = F.pad(self.kernel.to(x.real.dtype), (0, w - kw, 0, h - kh))
+        k = torch.roll(k, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
+        return torch.fft.rfft2(k) if not x.is_complex() else torch.fft.fft2(k)
+
+    def _fft_apply(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        t = self._transfer(x)
+        t = t.conj() if conj else t
+        if x.is_complex():
+            return torch.fft.ifft2(torch.fft.fft2(x) * t)
+        return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=x.shape[-2:])
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_complex():
+            return torch.complex(self._conv(x.real), self._conv(x.imag))
+        xp = pad(x, _pad_widths(self.kernel.shape[-2:]), self.mode)
+        return F.conv2d(xp, self._weight(x), groups=x.shape[1])
+
+    def _conv_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        if y.is_complex():
+            return torch.complex(self._conv_adjoint(y.real), self._conv_adjoint(y.imag))
+        yp = F.conv_transpose2d(y, self._weight(y), groups=y.shape[1])
+        return pad_adjoint(yp, _pad_widths(self.kernel.shape[-2:]), self.mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(self, x)
+        return self._fft_apply(x, conj=False) if self.mode == "circular" else self._conv(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        _check_image(self, y, "y")
+        return self._fft_apply(y, conj=True) if self.mode == "circular" else self._conv_adjoint(y)
+
+
+class Downsampling(LinearOperator):
+    """Super-resolution forward model y = S(h * x): anti-aliasing blur h, then keep every `factor`-th pixel.
+
+    (N, C, H, W) -> (N, C, ceil(H/f), ceil(W/f)). The filter is ``"box"`` (area average over f×f blocks, aligned
+    with the sampling grid), ``"gaussian"`` (σ = f/2), or a given kernel tensor.
+    """
+
+    def __init__(self, factor: int, filter: str | torch.Tensor = "gaussian", mode: str = "reflect") -> None:
+        super().__init__()
+        if not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"Downsampling: argument 'factor' must be a positive integer, got {factor!r}")
+        self.factor = factor
+        if isinstance(filter, torch.Tensor):
+            kernel = filter
+        elif filter == "gaussian":
+            kernel = gaussian_kernel(factor / 2)
+        elif filter == "box":
+            # Even box centred at k//2 covers the block [i - f/2, i + f/2); shift by padding so blocks align.
+            kernel = F.pad(box_kernel(factor), (0, factor - 1, 0, factor - 1)) if factor > 1 else box_kernel(1)
+        else:
+            raise ValueError(f"Downsampling: argument 'filter' must be 'gaussian', 'box' or a kernel tensor, "
+                             f"got {filter!r}")
+        self.blur = Blur(kernel, mode=mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(self, x)
+        return self.blur(x)[..., :: self.factor, :: self.factor]
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        _check_image(self, y, "y")
+        shape = self._input_for(y)[0]
+        up = y.new_zeros((y.shape[0], *shape))
+        up[..., :: self.factor, :: self.factor] = y
+        return self.blur.adjoint(up)
+
+    def _input_for(self, y: torch.Tensor):
+        """Input shape: remembered from a call, else the largest multiple of the factor (H = f·h, W = f·w)."""
+        key = tuple(y.shape[1:])
+        remembered = self._shape_memory().get(key)
+        if remembered is not None:
+            return remembered
+        return (y.shape[1], y.shape[2] * self.factor, y.shape[3] * self.factor), y.is_complex()

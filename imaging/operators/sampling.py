@@ -1,0 +1,129 @@
+r"""Sampling operators: inpainting masks and compressed sensing (dense Gaussian, and random signs + subsampled DCT)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from imaging.operators.base import LinearOperator, check_input
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+def _check_sample_shape(op, x: torch.Tensor, shape: tuple[int, ...], arg: str) -> torch.Tensor:
+    check_input(op, x, arg)
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{type(op).__name__}: argument '{arg}' must have shape (N, {', '.join(map(str, shape))}), "
+                         f"got {tuple(x.shape)}")
+    return x
+
+
+class Inpainting(LinearOperator):
+    """y = m ⊙ x with a fixed real mask m (1 = observed) broadcast against x, e.g. (H, W), (C, H, W), (N, C, H, W).
+
+    The output keeps the image size (missing pixels are zero); A^H = A and A^H A = A.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        if not isinstance(mask, torch.Tensor) or mask.is_complex() or mask.dim() == 0:
+            raise ValueError(f"Inpainting: argument 'mask' must be a real tensor, got {getattr(mask, 'dtype', mask)}")
+        self.register_buffer("mask", mask.to(torch.get_default_dtype()) if not mask.is_floating_point() else mask)
+
+    @classmethod
+    def random(cls, shape: tuple[int, ...], fraction_observed: float, seed: int | None = 0) -> "Inpainting":
+        """Mask of the given shape with each pixel observed independently with probability `fraction_observed`."""
+        if not 0 < fraction_observed <= 1:
+            raise ValueError(f"Inpainting.random: fraction_observed must be in (0, 1], got {fraction_observed}")
+        return cls((torch.rand(shape, generator=_generator(seed), dtype=torch.float64) < fraction_observed).double())
+
+    def _apply(self, x: torch.Tensor, arg: str) -> torch.Tensor:
+        check_input(self, x, arg)
+        try:
+            return x * self.mask.to(x.real.dtype)
+        except RuntimeError as error:
+            raise ValueError(f"Inpainting: mask of shape {tuple(self.mask.shape)} does not broadcast against '{arg}' "
+                             f"of shape {tuple(x.shape)}") from error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, "x")
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._apply(y, "y")
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, "x") * self.mask.to(x.real.dtype)
+
+
+class CompressedSensing(LinearOperator):
+    """Dense Gaussian sensing y = Φ vec(x), Φ ∈ R^{m×n} with i.i.d. N(0, 1/m) entries, n = prod(in_shape).
+
+    (N, *in_shape) -> (N, m). `in_shape` is the per-sample shape, e.g. (C, H, W).
+    """
+
+    def __init__(self, m: int, in_shape: tuple[int, ...], seed: int | None = 0, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        n = math.prod(in_shape)
+        if m < 1:
+            raise ValueError(f"CompressedSensing: argument 'm' must be positive, got {m}")
+        self.in_shape = tuple(in_shape)
+        self.register_buffer("matrix", torch.randn(m, n, generator=_generator(seed), dtype=dtype) / math.sqrt(m))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_sample_shape(self, x, self.in_shape, "x")
+        phi = self.matrix.to(x.dtype)
+        return x.reshape(x.shape[0], -1) @ phi.T
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        _check_sample_shape(self, y, (self.matrix.shape[0],), "y")
+        phi = self.matrix.to(y.dtype)
+        return (y @ phi).reshape(y.shape[0], *self.in_shape)
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Orthonormal DCT-II matrix D (n×n): (D x)_k = s_k Σ_j x_j cos(π (2j+1) k / 2n), D Dᵀ = I."""
+    j = torch.arange(n, dtype=dtype)
+    d = torch.cos(math.pi * (2 * j[None, :] + 1) * j[:, None] / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d
+
+
+class StructuredCompressedSensing(LinearOperator):
+    """Fast structured random sensing y = P D (s ⊙ x) for images (N, C, H, W) -> (N, m).
+
+    s: random ±1 signs; D: the separable orthonormal 2-D DCT per channel (D_H X D_Wᵀ); P: keeps m random coefficients
+    out of n = C·H·W. Cost O(n (H + W)) instead of O(n m); rows are orthonormal, so ‖A‖ = 1 and A A^H = I.
+    """
+
+    def __init__(self, m: int, in_shape: tuple[int, int, int], seed: int | None = 0) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        n = c * h * w
+        if not 1 <= m <= n:
+            raise ValueError(f"StructuredCompressedSensing: argument 'm' must be in [1, {n}], got {m}")
+        gen = _generator(seed)
+        self.in_shape = (c, h, w)
+        self.register_buffer("signs", torch.randint(0, 2, in_shape, generator=gen).double() * 2 - 1)
+        self.register_buffer("indices", torch.randperm(n, generator=gen)[:m].sort().values)
+        self.register_buffer("dct_h", dct_matrix(h))
+        self.register_buffer("dct_w", dct_matrix(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_sample_shape(self, x, self.in_shape, "x")
+        dh, dw, s = (t.to(x.real.dtype) for t in (self.dct_h, self.dct_w, self.signs))
+        coefficients = dh @ (x * s) @ dw.T
+        return coefficients.reshape(x.shape[0], -1)[:, self.indices]
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        _check_sample_shape(self, y, (self.indices.numel(),), "y")
+        dh, dw, s = (t.to(y.real.dtype) for t in (self.dct_h, self.dct_w, self.signs))
+        full = y.new_zeros(y.shape[0], math.prod(self.in_shape))
+        full[:, self.indices] = y
+        return (dh.T @ full.reshape(y.shape[0], *self.in_shape) @ dw) * s

@@ -1,0 +1,103 @@
+r"""Conjugate gradient for Hermitian positive (semi-)definite systems, and regularised least squares on top of it.
+
+CG solves H x = b, one independent system per batch sample (step sizes per sample):
+
+    r₀ = b − H x₀, p₀ = r₀;   α = ‖r‖² / <p, H p>;   x ← x + α p;   r' = r − α H p;   p ← r' + (‖r'‖²/‖r‖²) p
+
+stopping when max over samples of ‖r‖/‖b‖ ≤ tol. `least_squares` applies it to the normal equations
+
+    (A^H A + λ R^H R) x = A^H y      i.e.   x = argmin ½‖A x − y‖² + ½ λ ‖R x‖²
+
+(R = I when λ > 0 and no R is given; λ = 0 gives the least-squares solution, of minimum norm from x₀ = 0).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from imaging.operators.base import LinearOperator
+from imaging.solvers.base import IterativeSolver, Result
+
+
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Re <a, b> per batch sample, shaped (N, 1, ..., 1) to broadcast against a."""
+    return (a.conj() * b).real.flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
+
+
+def check_finite(t: torch.Tensor, owner: str, arg: str) -> torch.Tensor:
+    """Raise a clear error unless `t` is a non-empty tensor of finite values."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{owner}: argument '{arg}' must be a torch.Tensor, got {type(t).__name__}")
+    if t.numel() == 0:
+        raise ValueError(f"{owner}: argument '{arg}' must be non-empty")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{owner}: argument '{arg}' has non-finite values (NaN or inf)")
+    return t
+
+
+class CG(IterativeSolver):
+    """Conjugate gradient on H x = b for a Hermitian PSD `normal` map (a callable or a LinearOperator's normal)."""
+
+    name = "CG"
+
+    def __init__(self, normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, max_iter: int = 100,
+                 tol: float = 1e-6, **loop_options) -> None:
+        super().__init__(max_iter=max_iter, tol=tol, **loop_options)
+        self.normal = normal
+        self.rhs = check_finite(rhs, "CG", "rhs")
+        self.rhs_norm = batch_dot(rhs, rhs).sqrt().clamp_min(torch.finfo(rhs.real.dtype).tiny)
+
+    def init(self, x0: torch.Tensor | None):
+        if x0 is None:
+            x = torch.zeros_like(self.rhs)
+            r = self.rhs.clone()
+        else:
+            if x0.shape != self.rhs.shape:
+                raise ValueError(f"CG: argument 'x0' must have shape {tuple(self.rhs.shape)}, got {tuple(x0.shape)}")
+            x = x0.to(self.rhs.dtype).clone()
+            r = self.rhs - self.normal(x)
+        return x, r, r.clone(), batch_dot(r, r)
+
+    def step(self, state):
+        x, r, p, rr = state
+        hp = self.normal(p)
+        php = batch_dot(p, hp)
+        alpha = torch.where(php > 0, rr / php.clamp_min(torch.finfo(php.dtype).tiny), torch.zeros_like(rr))
+        x = x + alpha * p
+        r = r - alpha * hp
+        rr_new = batch_dot(r, r)
+        beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny), torch.zeros_like(rr))
+        p = r + beta * p
+        residual = float((rr_new.sqrt() / self.rhs_norm).max())
+        return (x, r, p, rr_new), {"residual": residual}
+
+    def estimate(self, state) -> torch.Tensor:
+        return state[0]
+
+
+def least_squares(A: LinearOperator, y: torch.Tensor, lam: float = 0.0, regulariser: LinearOperator | None = None,
+                  x0: torch.Tensor | None = None, tol: float = 1e-6, max_iter: int = 100,
+                  **loop_options) -> Result:
+    """argmin_x ½‖A x − y‖² + ½ λ ‖R x‖² by CG on the normal equations; returns a `Result` (history: residual).
+
+    Args:
+        A: the forward operator; y: measurements (N, ...), finite.
+        lam: λ ≥ 0; regulariser: R (e.g. `FiniteDifference()` for smoothness), identity if None.
+        x0: starting point (also tells A's input shape to custom operators never called before).
+    """
+    check_finite(y, "least_squares", "y")
+    if lam < 0:
+        raise ValueError(f"least_squares: argument 'lam' must be >= 0, got {lam}")
+    if x0 is not None:
+        check_finite(x0, "least_squares", "x0")
+        A(x0)  # lets operators with autograd-derived adjoints learn their input shape
+    rhs = A.adjoint(y)
+
+    def normal(x: torch.Tensor) -> torch.Tensor:
+        out = A.normal(x)
+        if lam > 0:
+            out = out + lam * (regulariser.normal(x) if regulariser is not None else x)
+        return out
+
+    return CG(normal, rhs, max_iter=max_iter, tol=tol, **loop_options).run(x0)
