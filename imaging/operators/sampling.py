@@ -44,7 +44,7 @@ class Inpainting(LinearOperator):
             raise ValueError(f"Inpainting.random: fraction_observed must be in (0, 1], got {fraction_observed}")
         return cls((torch.rand(shape, generator=_generator(seed), dtype=torch.float64) < fraction_observed).double())
 
-    def _apply(self, x: torch.Tensor, arg: str) -> torch.Tensor:
+    def _masked(self, x: torch.Tensor, arg: str) -> torch.Tensor:
         check_input(self, x, arg)
         try:
             return x * self.mask.to(x.real.dtype)
@@ -53,13 +53,13 @@ class Inpainting(LinearOperator):
                              f"of shape {tuple(x.shape)}") from error
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, "x")
+        return self._masked(x, "x")
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(y, "y")
+        return self._masked(y, "y")
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, "x") * self.mask.to(x.real.dtype)
+        return self._masked(x, "x") * self.mask.to(x.real.dtype)
 
 
 class CompressedSensing(LinearOperator):
