@@ -1,0 +1,30 @@
+"""Image-quality metrics, batched: thin wrappers over scikit-image. Inputs (N, C, H, W); one value per sample."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _pairs(x: torch.Tensor, reference: torch.Tensor, name: str):
+    if x.shape != reference.shape or x.dim() != 4:
+        raise ValueError(f"{name}: arguments 'x' and 'reference' must both have shape (N, C, H, W), got "
+                         f"{tuple(x.shape)} and {tuple(reference.shape)}")
+    to_numpy = lambda t: (t.abs() if t.is_complex() else t).detach().cpu().double().numpy()  # noqa: E731
+    return zip(to_numpy(x), to_numpy(reference))
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per sample, 10 log10(range² / MSE); complex inputs compare magnitudes."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return torch.tensor([peak_signal_noise_ratio(r, np.asarray(a), data_range=data_range)
+                         for a, r in _pairs(x, reference, "psnr")])
+
+
+def ssim(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity per sample (scikit-image, Gaussian-weighted, averaged over channels)."""
+    from skimage.metrics import structural_similarity
+
+    return torch.tensor([structural_similarity(r, a, data_range=data_range, channel_axis=0, gaussian_weights=True,
+                                               sigma=1.5, use_sample_covariance=False)
+                         for a, r in _pairs(x, reference, "ssim")])

@@ -1,0 +1,125 @@
+"""CG and least squares against closed forms; the shared loop's stopping, history, NaN detection."""
+import pytest
+import torch
+
+from imaging.operators import Blur, CompressedSensing, FiniteDifference, FunctionOperator, Identity, MRI, \
+    cartesian_mask, gaussian_kernel
+from imaging.solvers import CG, least_squares
+
+
+def _dense(matrix: torch.Tensor) -> FunctionOperator:
+    return FunctionOperator(lambda x: x @ matrix.T, lambda y: y @ matrix.conj())
+
+
+def test_least_squares_matches_lstsq():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 15, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 40, generator=gen, dtype=torch.float64)
+    result = least_squares(_dense(a), y, tol=1e-12, max_iter=200)
+    expected = torch.linalg.lstsq(a, y.T).solution.T
+    assert result.converged and result.n_iter <= 30
+    torch.testing.assert_close(result.x, expected, rtol=1e-9, atol=1e-9)
+    residuals = result.history["residual"]
+    assert len(residuals) == result.n_iter and residuals[-1] <= 1e-12
+
+
+def test_minimum_norm_solution_for_underdetermined():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(10, 30, generator=gen, dtype=torch.float64)
+    y = torch.randn(2, 10, generator=gen, dtype=torch.float64)
+    x = least_squares(_dense(a), y, tol=1e-13, max_iter=100).x
+    torch.testing.assert_close(x, (torch.linalg.pinv(a) @ y.T).T, rtol=1e-8, atol=1e-8)
+
+
+def test_tikhonov_with_gradient_regulariser_closed_form():
+    gen = torch.Generator().manual_seed(2)
+    x_true = torch.randn(1, 1, 6, 5, generator=gen, dtype=torch.float64)
+    blur = Blur(gaussian_kernel(1.0, size=3), mode="zeros")
+    y = blur(x_true)
+    lam = 0.1
+    n = x_true.numel()
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, 6, 5)
+    a = blur(basis).reshape(n, -1).T
+    d = FiniteDifference()(basis).reshape(n, -1).T
+    expected = torch.linalg.solve(a.T @ a + lam * d.T @ d, a.T @ y.flatten())
+    result = least_squares(blur, y, lam=lam, regulariser=FiniteDifference(), tol=1e-12, max_iter=500)
+    torch.testing.assert_close(result.x.flatten(), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_samples_are_independent():
+    op = CompressedSensing(50, (1, 8, 8), seed=3)
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(3, 50, generator=gen, dtype=torch.float64)
+    y[1] *= 1e3  # very different scales converge together since step sizes are per sample
+    batched = least_squares(op, y, lam=0.01, tol=1e-11, max_iter=300).x
+    single = least_squares(op, y[1:2], lam=0.01, tol=1e-11, max_iter=300).x
+    torch.testing.assert_close(batched[1:2], single, rtol=1e-8, atol=1e-8)
+
+
+def test_complex_mri_least_squares():
+    op = MRI(cartesian_mask((16, 16), acceleration=2, seed=0))
+    x_true = torch.randn(1, 1, 16, 16, dtype=torch.complex128, generator=torch.Generator().manual_seed(4))
+    y = op(x_true)
+    x = least_squares(op, y, tol=1e-12, max_iter=50).x
+    torch.testing.assert_close(op(x), y, rtol=1e-9, atol=1e-9)  # consistent with the data
+    torch.testing.assert_close(x, op.adjoint(y), rtol=1e-9, atol=1e-9)  # min-norm solution of a masked unitary
+
+
+def test_warm_start_and_zero_iterations():
+    y = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    x0 = torch.full_like(y, 0.25)
+    result = least_squares(Identity(), y, x0=x0, max_iter=0)
+    assert result.n_iter == 0 and not result.converged
+    torch.testing.assert_close(result.x, x0)
+    exact = least_squares(Identity(), y, x0=y.clone(), tol=1e-12, max_iter=5)
+    assert exact.n_iter == 1 and exact.converged
+
+
+def test_callback_stops_and_sees_metrics():
+    seen = []
+    op = Blur(gaussian_kernel(1.0))
+    y = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+
+    def callback(iteration, state, metrics):
+        seen.append((iteration, metrics["residual"]))
+        return iteration == 3
+
+    result = least_squares(op, y, lam=1e-3, tol=0.0, max_iter=50, callback=callback)
+    assert result.n_iter == 3 and [i for i, _ in seen] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_measurements_are_rejected(bad):
+    y = torch.zeros(1, 1, 4, 4)
+    y[0, 0, 1, 1] = bad
+    with pytest.raises(ValueError, match="least_squares: argument 'y' has non-finite values"):
+        least_squares(Identity(), y)
+
+
+def test_divergence_is_detected():
+    rhs = torch.ones(1, 4, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="residual became nan"):
+        CG(lambda x: x * float("nan"), rhs, max_iter=5).run()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'lam' must be >= 0"):
+        least_squares(Identity(), torch.zeros(1, 2), lam=-1.0)
+    with pytest.raises(ValueError, match="'x0' must have shape"):
+        CG(lambda x: x, torch.ones(1, 3), max_iter=3).run(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="'max_iter' must be >= 0"):
+        CG(lambda x: x, torch.ones(1, 3), max_iter=-1)
+
+
+def test_progress_bar_is_off_by_default(capsys):
+    least_squares(Identity(), torch.ones(1, 3), max_iter=3)
+    assert "CG" not in capsys.readouterr().err
+    least_squares(Identity(), torch.ones(1, 3), max_iter=3, progress=True)
+    assert "CG" in capsys.readouterr().err
+
+
+def test_pinv_method():
+    op = CompressedSensing(30, (1, 4, 4), seed=5)
+    y = torch.randn(2, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = (torch.linalg.pinv(op.matrix) @ y.T).T.reshape(2, 1, 4, 4)
+    torch.testing.assert_close(op.pinv(y, tol=1e-13, max_iter=100), expected, rtol=1e-8, atol=1e-8)
