@@ -16,6 +16,9 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     os.close(handle)
     try:
         fig.savefig(temporary, dpi=dpi, bbox_inches="tight", format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
