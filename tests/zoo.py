@@ -54,6 +54,7 @@ ZOO: dict[str, Case] = {
     "compressed_sensing": Case(lambda: CompressedSensing(200, (3, H, W)), _image(), (2, 3, H, W + 1)),
     "structured_cs": Case(lambda: StructuredCompressedSensing(600, (3, H, W)), _image(), (2, 3, H, W + 1)),
     "mri": Case(lambda: MRI(cartesian_mask((H, W), acceleration=4)), _image(1, complex_=True), (2, 1, H, W + 1)),
+    "mri_real_image": Case(lambda: MRI(cartesian_mask((H, W), acceleration=2, seed=1)), _image(2), (2, 2, H - 1, W)),
     "radon": Case(lambda: Radon((H, W), angles=16), _image(1), (2, 1, H, W + 1)),
     "finite_diff_2d": Case(FiniteDifference, _image()),
     "finite_diff_3d": Case(FiniteDifference, _image(1, shape=(5, 6, 7))),
