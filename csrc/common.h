@@ -5,6 +5,9 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <math.h>  // float and double overloads of sqrt in the global namespace (host and device)
+
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -74,6 +77,108 @@ IMAGING_HD T forward_difference_adjoint(const T* g, int64_t v, int64_t c, int64_
   T out = c + 1 < n ? -g[v] : T(0);
   if (c > 0) out += g[v - s];
   return out;
+}
+
+}  // namespace imaging
+
+namespace imaging {
+
+// --- total variation maths shared by the CPU and CUDA kernels --------------------------------------------------
+// Extents and strides of the difference directions of a plane, outermost first: 2-D (H, W), 3-D (D, H, W).
+template <int NDIM>
+struct Geometry {
+  int64_t extent[NDIM];
+  int64_t stride[NDIM];
+  int64_t voxels;
+};
+
+template <int NDIM>
+inline Geometry<NDIM> geometry_of(const Grid& g) {
+  Geometry<NDIM> geo{};
+  const int64_t sizes[3] = {g.depth, g.height, g.width};
+  int64_t stride = 1;
+  for (int k = NDIM - 1; k >= 0; --k) {
+    geo.extent[k] = sizes[3 - NDIM + k];
+    geo.stride[k] = stride;
+    stride *= geo.extent[k];
+  }
+  geo.voxels = stride;
+  return geo;
+}
+
+// Forward differences of x at voxel v (zero across the last slice of each direction), and the coordinates of v.
+template <typename T, int NDIM>
+IMAGING_HD void gradient_at(const T* x, int64_t v, const Geometry<NDIM>& geo, T* g, int64_t* c) {
+  for (int k = 0; k < NDIM; ++k) {
+    c[k] = (v / geo.stride[k]) % geo.extent[k];
+    g[k] = forward_difference(x, v, c[k], geo.extent[k], geo.stride[k]);
+  }
+}
+
+// Smoothed TV potential: isotropic sqrt(|g|² + ε²) or anisotropic Σ_k sqrt(g_k² + ε²) (ε = 0: plain TV).
+template <typename T, int NDIM, bool ISO>
+IMAGING_HD T tv_potential(const T* g, T eps) {
+  if (ISO) {
+    T s = eps * eps;
+    for (int k = 0; k < NDIM; ++k) s += g[k] * g[k];
+    return sqrt(s);
+  }
+  T s = 0;
+  for (int k = 0; k < NDIM; ++k) s += sqrt(g[k] * g[k] + eps * eps);
+  return s;
+}
+
+// Derivative of the potential w.r.t. g (0 where the potential is not differentiable, i.e. ε = 0 and g = 0).
+template <typename T, int NDIM, bool ISO>
+IMAGING_HD void tv_potential_derivative(const T* g, T eps, T* w) {
+  if (ISO) {
+    const T n = tv_potential<T, NDIM, true>(g, eps);
+    for (int k = 0; k < NDIM; ++k) w[k] = n > T(0) ? g[k] / n : T(0);
+  } else {
+    for (int k = 0; k < NDIM; ++k) {
+      const T n = sqrt(g[k] * g[k] + eps * eps);
+      w[k] = n > T(0) ? g[k] / n : T(0);
+    }
+  }
+}
+
+// Hessian of the potential at g applied to d: isotropic (I − g gᵀ/n²) d / n with n = sqrt(|g|² + ε²);
+// anisotropic ε² d_k / n_k³.
+template <typename T, int NDIM, bool ISO>
+IMAGING_HD void tv_potential_hessian(const T* g, const T* d, T eps, T* out) {
+  if (ISO) {
+    const T n = tv_potential<T, NDIM, true>(g, eps);
+    T gd = 0;
+    for (int k = 0; k < NDIM; ++k) gd += g[k] * d[k];
+    for (int k = 0; k < NDIM; ++k) out[k] = n > T(0) ? (d[k] - g[k] * gd / (n * n)) / n : T(0);
+  } else {
+    for (int k = 0; k < NDIM; ++k) {
+      const T n = sqrt(g[k] * g[k] + eps * eps);
+      out[k] = n > T(0) ? eps * eps * d[k] / (n * n * n) : T(0);
+    }
+  }
+}
+
+// Projection of a dual vector onto {|q| ≤ λ}: the 2-norm ball (isotropic) or the box [−λ, λ]^NDIM (anisotropic).
+template <typename T, int NDIM, bool ISO>
+IMAGING_HD void project_dual(T* q, T lam) {
+  if (ISO) {
+    T s = 0;
+    for (int k = 0; k < NDIM; ++k) s += q[k] * q[k];
+    if (s > lam * lam) {
+      const T scale = lam / sqrt(s);
+      for (int k = 0; k < NDIM; ++k) q[k] *= scale;
+    }
+  } else {
+    for (int k = 0; k < NDIM; ++k) q[k] = q[k] > lam ? lam : (q[k] < -lam ? -lam : q[k]);
+  }
+}
+
+// Clamp to [lo, hi] (infinite bounds allowed), written as max-then-min so that it compiles to maxps/minps.
+template <typename T>
+IMAGING_HD T clamp_box(T v, T lo, T hi) {
+  const T above = v < lo ? lo : v;
+  return above > hi ? hi : above;
 }
 
 }  // namespace imaging

@@ -1,11 +1,10 @@
 // CPU kernels of the forward finite-difference gradient and its adjoint, threaded with at::parallel_for over
 // image rows. See csrc/imaging.cpp for the schemas.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../common.h"
+#include "cpu_common.h"
 
 namespace imaging {
 namespace {
@@ -26,18 +25,13 @@ Directions directions_of(const Grid& g) {
   return d;
 }
 
-// Calls body(plane, voxel_of_row_start, coords) for each row of `width` voxels, in parallel.
+// Calls body(plane, voxel_of_row_start, z, y) for each row of `width` voxels, in parallel.
 template <typename Body>
 void for_each_row(const Grid& g, const Body& body) {
-  const int64_t rows = g.planes * g.depth * g.height;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.width));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t y = r % g.height;
-      const int64_t z = (r / g.height) % g.depth;
-      const int64_t plane = r / (g.height * g.depth);
-      body(plane, (z * g.height + y) * g.width, z, y);
-    }
+  parallel_rows(g, [&](int64_t r) {
+    const int64_t y = r % g.height;
+    const int64_t z = (r / g.height) % g.depth;
+    body(r / (g.height * g.depth), (z * g.height + y) * g.width, z, y);
   });
 }
 
