@@ -8,6 +8,14 @@
 
 #include "../common.h"
 
+// Hot row loops are compiled twice, for AVX2 and for baseline x86-64, and the loader picks one per machine
+// (GCC function multiversioning), so the wheel-style build stays portable.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define IMAGING_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define IMAGING_CPU_CLONES
+#endif
+
 namespace imaging {
 
 // Calls body(row) for every row of `width` voxels of every plane (rows = planes * depth * height), in parallel.

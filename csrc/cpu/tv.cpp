@@ -157,7 +157,7 @@ inline void dual_voxel(T* __restrict__ pa, T* __restrict__ pb, T* __restrict__ p
 }
 
 template <typename T, int NDIM, bool ISO>
-void dual_row(T* __restrict__ pa, T* __restrict__ pb, T* __restrict__ pc, const T* __restrict__ xr,
+IMAGING_CPU_CLONES void dual_row(T* __restrict__ pa, T* __restrict__ pb, T* __restrict__ pc, const T* __restrict__ xr,
               const T* __restrict__ xa, const T* __restrict__ xb, int64_t W, T sigma, T lam) {
   for (int64_t i = 0; i + 1 < W; ++i)
     dual_voxel<T, NDIM, ISO>(pa, pb, pc, xr, xa, xb, i, xr[i + 1] - xr[i], sigma, lam);
@@ -168,7 +168,7 @@ void dual_row(T* __restrict__ pa, T* __restrict__ pb, T* __restrict__ pc, const 
 // previous rows of the dual fields (a zero row at the boundary). i = 0 (no backward neighbour along the contiguous
 // direction) is peeled off so the loop has no conditional load and vectorises.
 template <typename T, int NDIM>
-void primal_row(T* __restrict__ xr, T* __restrict__ br, const T* __restrict__ yr, const T* __restrict__ pa,
+IMAGING_CPU_CLONES void primal_row(T* __restrict__ xr, T* __restrict__ br, const T* __restrict__ yr, const T* __restrict__ pa,
                 const T* __restrict__ pa_prev, const T* __restrict__ pb, const T* __restrict__ pb_prev,
                 const T* __restrict__ pc, int64_t W, T tau, T theta, T lo, T hi) {
   const T inv = T(1) / (T(1) + tau);
@@ -186,6 +186,46 @@ void primal_row(T* __restrict__ xr, T* __restrict__ br, const T* __restrict__ yr
     br[i] = xn + theta * (xn - xr[i]);
     xr[i] = xn;
   }
+}
+
+// Objective terms of one row: primal ½(x − y)² + λ φ(D x) and dual ½(x' − y)² + u x' with u = D^T p,
+// x' = clamp(y − u). Terms are computed in blocks by a vectorisable loop, then summed in double.
+template <typename T, int NDIM, bool ISO>
+IMAGING_CPU_CLONES void objective_row(const T* __restrict__ xr, const T* __restrict__ xa, const T* __restrict__ xb,
+                                      const T* __restrict__ yr, const T* __restrict__ pa,
+                                      const T* __restrict__ pa_prev, const T* __restrict__ pb,
+                                      const T* __restrict__ pb_prev, const T* __restrict__ pc, int64_t W, T lam,
+                                      T lo, T hi, double* primal_out, double* dual_out) {
+  constexpr int64_t kBlock = 256;
+  T primal_terms[kBlock], dual_terms[kBlock];
+  double primal = 0, dual = 0;
+  for (int64_t begin = 0; begin < W; begin += kBlock) {
+    const int64_t n = std::min(kBlock, W - begin);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t i = begin + j;
+      // Contiguous neighbours: xr[i + 1] and pc[i - 1] exist except at the row ends (read clamped, weighted 0).
+      const T has_next = i + 1 < W ? T(1) : T(0);
+      const T has_prev = i > 0 ? T(1) : T(0);
+      const T xnext = xr[std::min(i + 1, W - 1)];
+      const T pprev = pc[std::max<int64_t>(i - 1, 0)];
+      const T ga = xa[i] - xr[i];
+      const T gb = NDIM == 3 ? xb[i] - xr[i] : T(0);
+      const T gc = has_next * (xnext - xr[i]);
+      const T tv = ISO ? std::sqrt(ga * ga + gb * gb + gc * gc) : std::abs(ga) + std::abs(gb) + std::abs(gc);
+      const T d = xr[i] - yr[i];
+      T u = pa_prev[i] - pa[i] + has_prev * pprev - pc[i];
+      if (NDIM == 3) u += pb_prev[i] - pb[i];
+      const T xs = clamp_box(yr[i] - u, lo, hi);
+      primal_terms[j] = T(0.5) * d * d + lam * tv;
+      dual_terms[j] = T(0.5) * (xs - yr[i]) * (xs - yr[i]) + u * xs;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      primal += primal_terms[j];
+      dual += dual_terms[j];
+    }
+  }
+  *primal_out = primal;
+  *dual_out = dual;
 }
 
 template <typename T, int NDIM, bool ISO>
@@ -284,23 +324,9 @@ struct TVProx {
       dual_rows(row, pk, pprev);
       const int64_t off = row.plane * V + row.start;
       const T* xr = x + off;
-      const T* yr = y + off;
-      const T* xn[NDIM];
-      for (int k = 0; k < NDIM - 1; ++k) xn[k] = xr + row.next[k];
-      double fidelity = 0, tv = 0, dual = 0;
-      for (int64_t i = 0; i < W; ++i) {
-        T grad[NDIM];
-        for (int k = 0; k < NDIM - 1; ++k) grad[k] = xn[k][i] - xr[i];
-        grad[NDIM - 1] = i + 1 < W ? xr[i + 1] - xr[i] : T(0);
-        tv += tv_potential<T, NDIM, ISO>(grad, T(0));
-        const double d = double(xr[i]) - double(yr[i]);
-        fidelity += 0.5 * d * d;
-        const T u = adjoint_at(pk, pprev, i);
-        const double xs = clamp_box(yr[i] - u, lo, hi);
-        dual += 0.5 * (xs - yr[i]) * (xs - yr[i]) + double(u) * xs;
-      }
-      primal_rows[r] = fidelity + double(lam[row.plane]) * tv;
-      dual_rows_out[r] = dual;
+      objective_row<T, NDIM, ISO>(xr, xr + row.next[0], xr + row.next[NDIM - 2], y + off, pk[0], pprev[0],
+                                  pk[NDIM - 2], pprev[NDIM - 2], pk[NDIM - 1], W, lam[row.plane], lo, hi,
+                                  &primal_rows[r], &dual_rows_out[r]);
     });
   }
 

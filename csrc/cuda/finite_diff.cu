@@ -2,6 +2,7 @@
 // fused, launched on the current stream. See csrc/imaging.cpp for the schemas.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
