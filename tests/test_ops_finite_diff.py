@@ -54,7 +54,7 @@ def test_kernel_matches_reference(shape, dtype):
 
 
 @requires_ext
-def test_kernel_large_threaded():
+def test_kernel_large_threaded(threads):
     x = _sample((3, 2, 130, 257))
     torch.testing.assert_close(finite_diff(x), _finite_diff_torch(x), rtol=0, atol=0)
     v = _sample((2, 1, 17, 33, 65))

@@ -157,6 +157,18 @@ def test_kernel_matches_torch_reference(noisy, lower, upper):
     torch.testing.assert_close(out[2], ref[2], rtol=1e-6, atol=1e-12)
 
 
+@requires_ext
+def test_kernel_is_deterministic_across_thread_counts(noisy):
+    y = noisy.repeat(1, 1, 8, 8).float()  # 192 x 160: enough rows to split between threads
+    lam = plane_weights(0.2, y)
+    one = torch.ops.imaging.tv_prox(y, lam, True, 1e-5, 500, None, None, None)
+    torch.set_num_threads(2)
+    two = torch.ops.imaging.tv_prox(y, lam, True, 1e-5, 500, None, None, None)
+    assert int(one[3]) == int(two[3])
+    torch.testing.assert_close(one[0], two[0], rtol=0, atol=0)
+    torch.testing.assert_close(tv_grad(y, 0.1), _tv_grad_torch(y, 0.1), rtol=1e-5, atol=1e-5)
+
+
 def test_box_constraint(noisy):
     x, _, gap, _ = tv_prox(noisy, 0.3, tol=1e-6, max_iter=20000, lower=0.0, upper=1.0)
     assert x.min() >= 0 and x.max() <= 1 and gap.max() <= 1e-6

@@ -132,7 +132,17 @@ class Blur(LinearOperator):
         return k.expand(channels, -1, -1).flip(-2, -1)[:, None]
 
     def _transfer(self, x: torch.Tensor) -> torch.Tensor:
-        """FFT of the kernel zero-padded to the image and centred at the origin: (C or 1, H, W//2+1)."""
+        """FFT of the kernel zero-padded to the image and centred at the origin: (C or 1, H, W//2+1); cached for the
+        last image size (the key includes the kernel's version counter, so in-place edits invalidate it)."""
+        key = (tuple(x.shape[-2:]), x.dtype, x.device, self.kernel.data_ptr(), self.kernel._version)
+        cached = self.__dict__.get("_transfer_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        transfer = self._compute_transfer(x)
+        self.__dict__["_transfer_cache"] = (key, transfer)
+        return transfer
+
+    def _compute_transfer(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel.shape[-2:]
         h, w = x.shape[-2:]
         if kh > h or kw > w:
