@@ -14,6 +14,7 @@ CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/nu
 demo: build
 	$(PY) examples/reconstruct.py
 	$(PY) examples/custom_operator.py
+	$(PY) examples/tv_reconstruction.py --size 128
 
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)

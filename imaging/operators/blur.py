@@ -2,9 +2,11 @@ r"""Convolution operators: blur with a given kernel, kernel builders, and super-
 
 Blur: y = h * x (true convolution, kernel centre at index (k//2, k//2)), per channel, for images (N, C, H, W).
 Boundary handling (`mode`):
-- ``"circular"``: periodic convolution by FFT, y = F^{-1}(F h · F x);
+- ``"circular"``: periodic convolution, y = F^{-1}(F h · F x);
 - ``"zeros"`` / ``"reflect"`` / ``"replicate"``: the image is padded so that y has the size of x ('same'),
   and the adjoint folds the padded border back (exact adjoint of the padding).
+All modes run by FFT (the padded modes as the valid part of a circular convolution of the padded image), so the
+cost does not grow with the kernel size.
 """
 from __future__ import annotations
 
@@ -123,60 +125,56 @@ class Blur(LinearOperator):
         self.mode = _check_mode(mode, "Blur")
         self.register_buffer("kernel", kernel if kernel.dim() == 3 else kernel[None])
 
-    def _weight(self, x: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv2d weight (C, 1, kh, kw), flipped so that conv2d computes a true convolution."""
+    def _kernel_for(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel.to(x.real.dtype)
-        channels = x.shape[1]
-        if k.shape[0] not in (1, channels):
-            raise ValueError(f"Blur: input has {channels} channels but the kernel has {k.shape[0]}")
-        return k.expand(channels, -1, -1).flip(-2, -1)[:, None]
+        if k.shape[0] not in (1, x.shape[1]):
+            raise ValueError(f"Blur: input has {x.shape[1]} channels but the kernel has {k.shape[0]}")
+        return k
 
     def _transfer(self, x: torch.Tensor) -> torch.Tensor:
-        """FFT of the kernel zero-padded to the image and centred at the origin: (C or 1, H, W//2+1); cached for the
-        last image size (the key includes the kernel's version counter, so in-place edits invalidate it)."""
+        """FFT of the kernel zero-padded to the size of `x`: (C or 1, H, W//2+1), centred at the origin for the
+        circular mode, at the top-left corner for the padded modes. Cached for the last size (the key includes the
+        kernel's version counter, so in-place edits invalidate it)."""
         key = (tuple(x.shape[-2:]), x.dtype, x.device, self.kernel.data_ptr(), self.kernel._version)
         cached = self.__dict__.get("_transfer_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
-        transfer = self._compute_transfer(x)
-        self.__dict__["_transfer_cache"] = (key, transfer)
-        return transfer
-
-    def _compute_transfer(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel.shape[-2:]
         h, w = x.shape[-2:]
         if kh > h or kw > w:
             raise ValueError(f"Blur: kernel {kh}x{kw} is larger than the image {h}x{w}")
-        k = F.pad(self.kernel.to(x.real.dtype), (0, w - kw, 0, h - kh))
-        k = torch.roll(k, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
-        return torch.fft.rfft2(k) if not x.is_complex() else torch.fft.fft2(k)
+        k = F.pad(self._kernel_for(x), (0, w - kw, 0, h - kh))
+        if self.mode == "circular":
+            k = torch.roll(k, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
+        transfer = torch.fft.fft2(k) if x.is_complex() else torch.fft.rfft2(k)
+        self.__dict__["_transfer_cache"] = (key, transfer)
+        return transfer
 
     def _fft_apply(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        """Circular convolution with the kernel (conj=True: with its adjoint, the correlation)."""
         t = self._transfer(x)
         t = t.conj() if conj else t
         if x.is_complex():
             return torch.fft.ifft2(torch.fft.fft2(x) * t)
         return torch.fft.irfft2(torch.fft.rfft2(x) * t, s=x.shape[-2:])
 
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_complex():
-            return torch.complex(self._conv(x.real), self._conv(x.imag))
-        xp = pad(x, _pad_widths(self.kernel.shape[-2:]), self.mode)
-        return F.conv2d(xp, self._weight(x), groups=x.shape[1])
-
-    def _conv_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        if y.is_complex():
-            return torch.complex(self._conv_adjoint(y.real), self._conv_adjoint(y.imag))
-        yp = F.conv_transpose2d(y, self._weight(y), groups=y.shape[1])
-        return pad_adjoint(yp, _pad_widths(self.kernel.shape[-2:]), self.mode)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(self, x)
-        return self._fft_apply(x, conj=False) if self.mode == "circular" else self._conv(x)
+        if self.mode == "circular":
+            return self._fft_apply(x, conj=False)
+        # 'same' convolution = pad, then the 'valid' part of a linear convolution, which a circular convolution of
+        # the padded image with the corner-anchored kernel gives exactly from offset (kh-1, kw-1) on.
+        kh, kw = self.kernel.shape[-2:]
+        xp = pad(x, _pad_widths((kh, kw)), self.mode)
+        return self._fft_apply(xp, conj=False)[..., kh - 1:, kw - 1:]
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_image(self, y, "y")
-        return self._fft_apply(y, conj=True) if self.mode == "circular" else self._conv_adjoint(y)
+        if self.mode == "circular":
+            return self._fft_apply(y, conj=True)
+        kh, kw = self.kernel.shape[-2:]
+        embedded = F.pad(y, (kw - 1, 0, kh - 1, 0))
+        return pad_adjoint(self._fft_apply(embedded, conj=True), _pad_widths((kh, kw)), self.mode)
 
 
 class Downsampling(LinearOperator):
