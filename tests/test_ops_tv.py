@@ -201,6 +201,15 @@ def test_warm_start(noisy):
     torch.testing.assert_close(x2, x, rtol=0, atol=1e-3)
 
 
+def test_zero_tolerance_runs_exactly_max_iter(noisy):
+    x, _, gap, iterations = tv_prox(noisy, 0.3, tol=0.0, max_iter=37)
+    assert int(iterations) == 37 and gap.max() > 0
+    ref = _tv_prox_torch(noisy, plane_weights(0.3, noisy), True, 0.0, 37)
+    torch.testing.assert_close(x, ref[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gap, ref[2], rtol=1e-6, atol=1e-12)
+    assert int(tv_prox(noisy, 0.3, tol=0.0, max_iter=0)[3]) == 0
+
+
 def test_float32_reaches_tolerance(noisy):
     x, _, gap, _ = tv_prox(noisy.float(), 0.3, tol=1e-4, max_iter=5000)
     assert x.dtype == torch.float32 and gap.max() <= 1e-4

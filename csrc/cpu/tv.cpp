@@ -188,8 +188,24 @@ IMAGING_CPU_CLONES void primal_row(T* __restrict__ xr, T* __restrict__ br, const
   }
 }
 
-// Objective terms of one row: primal ½(x − y)² + λ φ(D x) and dual ½(x' − y)² + u x' with u = D^T p,
-// x' = clamp(y − u). Terms are computed in blocks by a vectorisable loop, then summed in double.
+// Objective terms of one voxel: primal ½(x − y)² + λ φ(D x) and dual ½(x' − y)² + u x' with u = (D^T p) and
+// x' = clamp(y − u); gc is the contiguous-direction difference, pc_prev the contiguous dual at the previous voxel.
+template <typename T, int NDIM, bool ISO>
+inline void objective_voxel(T x, T xa, T xb, T y, T pa, T pa_prev, T pb, T pb_prev, T pc, T gc, T pc_prev, T lam,
+                            T lo, T hi, T& primal, T& dual) {
+  const T ga = xa - x;
+  const T gb = NDIM == 3 ? xb - x : T(0);
+  const T tv = ISO ? std::sqrt(ga * ga + gb * gb + gc * gc) : std::abs(ga) + std::abs(gb) + std::abs(gc);
+  const T d = x - y;
+  T u = pa_prev - pa + pc_prev - pc;
+  if (NDIM == 3) u += pb_prev - pb;
+  const T xs = clamp_box(y - u, lo, hi);
+  primal = T(0.5) * d * d + lam * tv;
+  dual = T(0.5) * (xs - y) * (xs - y) + u * xs;
+}
+
+// Objective sums of one row (see objective_voxel). The interior voxels are computed in blocks by a loop without
+// boundary tests (so it vectorises), then summed in double; the two row ends are done separately.
 template <typename T, int NDIM, bool ISO>
 IMAGING_CPU_CLONES void objective_row(const T* __restrict__ xr, const T* __restrict__ xa, const T* __restrict__ xb,
                                       const T* __restrict__ yr, const T* __restrict__ pa,
@@ -199,25 +215,24 @@ IMAGING_CPU_CLONES void objective_row(const T* __restrict__ xr, const T* __restr
   constexpr int64_t kBlock = 256;
   T primal_terms[kBlock], dual_terms[kBlock];
   double primal = 0, dual = 0;
-  for (int64_t begin = 0; begin < W; begin += kBlock) {
-    const int64_t n = std::min(kBlock, W - begin);
+  auto voxel = [&](int64_t i, T gc, T pc_prev) {
+    T pt, dt;
+    objective_voxel<T, NDIM, ISO>(xr[i], xa[i], NDIM == 3 ? xb[i] : T(0), yr[i], pa[i], pa_prev[i],
+                                  NDIM == 3 ? pb[i] : T(0), NDIM == 3 ? pb_prev[i] : T(0), pc[i], gc, pc_prev, lam,
+                                  lo, hi, pt, dt);
+    primal += pt;
+    dual += dt;
+  };
+  voxel(0, W > 1 ? xr[1] - xr[0] : T(0), T(0));
+  if (W > 1) voxel(W - 1, T(0), pc[W - 2]);
+  for (int64_t begin = 1; begin < W - 1; begin += kBlock) {
+    const int64_t n = std::min(kBlock, W - 1 - begin);
+    const T* x0 = xr + begin;
     for (int64_t j = 0; j < n; ++j) {
       const int64_t i = begin + j;
-      // Contiguous neighbours: xr[i + 1] and pc[i - 1] exist except at the row ends (read clamped, weighted 0).
-      const T has_next = i + 1 < W ? T(1) : T(0);
-      const T has_prev = i > 0 ? T(1) : T(0);
-      const T xnext = xr[std::min(i + 1, W - 1)];
-      const T pprev = pc[std::max<int64_t>(i - 1, 0)];
-      const T ga = xa[i] - xr[i];
-      const T gb = NDIM == 3 ? xb[i] - xr[i] : T(0);
-      const T gc = has_next * (xnext - xr[i]);
-      const T tv = ISO ? std::sqrt(ga * ga + gb * gb + gc * gc) : std::abs(ga) + std::abs(gb) + std::abs(gc);
-      const T d = xr[i] - yr[i];
-      T u = pa_prev[i] - pa[i] + has_prev * pprev - pc[i];
-      if (NDIM == 3) u += pb_prev[i] - pb[i];
-      const T xs = clamp_box(yr[i] - u, lo, hi);
-      primal_terms[j] = T(0.5) * d * d + lam * tv;
-      dual_terms[j] = T(0.5) * (xs - yr[i]) * (xs - yr[i]) + u * xs;
+      objective_voxel<T, NDIM, ISO>(x0[j], xa[i], NDIM == 3 ? xb[i] : T(0), yr[i], pa[i], pa_prev[i],
+                                    NDIM == 3 ? pb[i] : T(0), NDIM == 3 ? pb_prev[i] : T(0), pc[i],
+                                    x0[j + 1] - x0[j], pc[i - 1], lam, lo, hi, primal_terms[j], dual_terms[j]);
     }
     for (int64_t j = 0; j < n; ++j) {
       primal += primal_terms[j];
@@ -355,7 +370,7 @@ struct TVProx {
     double tau = 1.0, sigma = 1.0 / (tau * L2);
     const int64_t check_every = 5;
     int64_t it = 0;
-    bool converged = measure(), measured = true;
+    bool converged = tol > 0 && measure(), measured = tol > 0;
     while (!converged && it < max_iter) {
       ++it;
       self.dual_step(static_cast<T>(sigma));
@@ -363,7 +378,7 @@ struct TVProx {
       self.primal_step(static_cast<T>(tau), static_cast<T>(theta));
       tau *= theta;
       sigma /= theta;
-      measured = it % check_every == 0;
+      measured = tol > 0 && it % check_every == 0;  // tol = 0: a fixed number of iterations, gap once at the end
       if (measured) converged = measure();
     }
     if (!measured) measure();

@@ -11,7 +11,8 @@ Conventions, for x of shape (N, C, *S), S = (H, W) or (D, H, W), per plane (n, c
 The prox is solved inside the compiled op by the accelerated primal-dual method of Chambolle & Pock (2011, Alg. 2,
 1-strongly convex data term): p ← proj_{|p|≤λ}(p + σ D x̄); x' = clamp((x − τ Dᵀp + τ y)/(1 + τ));
 θ = 1/sqrt(1 + 2τ); x̄ = x' + θ(x' − x); τ ← θτ; σ ← σ/θ, with τ₀ = 1, σ₀ = 1/(τ₀ ‖D‖²), ‖D‖² ≤ 4·ndim.
-Every 5 iterations it evaluates the duality gap per plane, P(x) − 𝒟(p) with
+Every 5 iterations (tol > 0; with tol = 0 it runs max_iter iterations and measures once) it evaluates the duality
+gap per plane, P(x) − 𝒟(p) with
 𝒟(p) = min_{lower≤x'≤upper} ½‖x' − y‖² + ⟨Dᵀp, x'⟩ (attained at x' = clamp(y − Dᵀp)), and stops when
 gap ≤ tol·P(x) on every plane. The gap bounds the objective error: P(x) − P* ≤ gap.
 """
@@ -107,8 +108,10 @@ def _tv_prox_torch(y: torch.Tensor, lam: torch.Tensor, isotropic: bool = True, t
         slack = floor * (primal.abs() + (primal - gap).abs()) + 1e-30
         return gap / torch.maximum(primal, slack), bool((gap <= tol * primal + slack).all())
 
-    relative, converged = measure()
-    iterations, measured = 0, True
+    converged = False
+    if tol > 0:  # tol = 0: a fixed number of iterations, the gap measured once at the end
+        relative, converged = measure()
+    iterations, measured = 0, tol > 0
     while not converged and iterations < max_iter:
         iterations += 1
         p = _project_dual(p + sigma * _finite_diff_torch(xbar), lam_b, isotropic)
@@ -117,7 +120,7 @@ def _tv_prox_torch(y: torch.Tensor, lam: torch.Tensor, isotropic: bool = True, t
         xbar = x_new + theta * (x_new - x)
         x = x_new
         tau, sigma = tau * theta, sigma / theta
-        measured = iterations % CHECK_EVERY == 0
+        measured = tol > 0 and iterations % CHECK_EVERY == 0
         if measured:
             relative, converged = measure()
     if not measured:
