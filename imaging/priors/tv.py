@@ -67,8 +67,10 @@ def tv_denoise(y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = 
         return_info: also return a dict with "iterations", "gap" (largest relative gap over planes), "gaps"
             (N, C), "converged" and "p" (the final dual field).
 
-    Objective convention (scikit-image, deepinv and others scale differently): forward differences, Neumann
-    boundary (no difference across the last row/column), summed over pixels, not averaged.
+    Objective convention: forward differences, Neumann boundary (no difference across the last row/column), summed
+    over pixels, not averaged. The peers solve the same problem with: scikit-image
+    `denoise_tv_chambolle(y, weight=lam)` (its ½‖u − f‖² + weight·TV(u), same differences and boundary) and deepinv
+    `TVDenoiser()(y, ths=lam)`; benchmarks/tv_denoise.py --verify-mapping checks both numerically.
     """
     x, p, gaps, iterations = tv_prox(y, lam, isotropic=isotropic, tol=tol, max_iter=max_iter, lower=lower,
                                             upper=upper, p0=p0)
