@@ -159,6 +159,24 @@ IMAGING_HD void tv_potential_hessian(const T* g, const T* d, T eps, T* out) {
   }
 }
 
+// The field w = φ'(D x) at voxel u (HVP: w = ∇²φ(D x) D v when v is given), zero across each last slice.
+template <typename T, int NDIM, bool ISO>
+IMAGING_HD void tv_field_at(const T* x, const T* v, int64_t u, const Geometry<NDIM>& geo, T eps, T* w) {
+  T g[NDIM];
+  int64_t c[NDIM];
+  gradient_at<T, NDIM>(x, u, geo, g, c);
+  if (v == nullptr) {
+    tv_potential_derivative<T, NDIM, ISO>(g, eps, w);
+  } else {
+    T d[NDIM];
+    int64_t cv[NDIM];
+    gradient_at<T, NDIM>(v, u, geo, d, cv);
+    tv_potential_hessian<T, NDIM, ISO>(g, d, eps, w);
+  }
+  for (int k = 0; k < NDIM; ++k)
+    if (c[k] + 1 >= geo.extent[k]) w[k] = T(0);
+}
+
 // Projection of a dual vector onto {|q| ≤ λ}: the 2-norm ball (isotropic) or the box [−λ, λ]^NDIM (anisotropic).
 template <typename T, int NDIM, bool ISO>
 IMAGING_HD void project_dual(T* q, T lam) {

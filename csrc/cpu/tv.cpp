@@ -58,22 +58,7 @@ struct TVGradient {
       const T* xp = x + plane * geo.voxels;
       const T* vp = v != nullptr ? v + plane * geo.voxels : nullptr;
       T* op = out + plane * geo.voxels;
-      // Field w_k at voxel u (the k-th component), recomputed where needed.
-      auto field = [&](int64_t u, T* w) {
-        T grad[NDIM];
-        int64_t c[NDIM];
-        gradient_at<T, NDIM>(xp, u, geo, grad, c);
-        if (vp == nullptr) {
-          tv_potential_derivative<T, NDIM, ISO>(grad, eps, w);
-        } else {
-          T dv[NDIM];
-          int64_t cv[NDIM];
-          gradient_at<T, NDIM>(vp, u, geo, dv, cv);
-          tv_potential_hessian<T, NDIM, ISO>(grad, dv, eps, w);
-        }
-        for (int k = 0; k < NDIM; ++k)
-          if (c[k] + 1 >= geo.extent[k]) w[k] = T(0);  // no difference across the last slice
-      };
+      auto field = [&](int64_t u, T* w) { tv_field_at<T, NDIM, ISO>(xp, vp, u, geo, eps, w); };
       T here[NDIM], before[NDIM];
       for (int64_t u = start; u < start + g.width; ++u) {
         field(u, here);
@@ -97,6 +82,7 @@ struct TVGradient {
 // difference) or at a zero row (no backward term), so the inner loops have no branches and vectorise.
 template <typename T, int NDIM>
 struct RowLinks {
+  int64_t index;              // row number over all planes (for per-row partial sums)
   int64_t plane;
   int64_t start;              // first voxel of the row within its plane
   int64_t next[NDIM - 1];     // offset to the next row along each non-contiguous direction, 0 at the boundary
@@ -107,6 +93,7 @@ template <typename T, int NDIM>
 RowLinks<T, NDIM> row_links(int64_t r, const Grid& g) {
   RowLinks<T, NDIM> row{};
   const int64_t rows_per_plane = g.depth * g.height;
+  row.index = r;
   row.plane = r / rows_per_plane;
   const int64_t in_plane = r % rows_per_plane;
   row.start = in_plane * g.width;
@@ -262,6 +249,18 @@ struct TVProx {
     for (int k = 0; k < NDIM - 1; ++k) pprev[k] = row.prev[k] ? pk[k] - stride[k] : zeros.data();
   }
 
+  // Calls body(row, pk, pprev) for every row, in parallel, with the row's dual-field pointers resolved.
+  template <typename Body>
+  void rows(const Body& body) {
+    parallel_rows(g, [&](int64_t r) {
+      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
+      T* pk[NDIM];
+      const T* pprev[NDIM];
+      dual_rows(row, pk, pprev);
+      body(row, pk, pprev);
+    });
+  }
+
   // u = (D^T p) on the row (p vanishes on the last slice of each direction, so no forward boundary test).
   static inline T adjoint_at(T* const* pk, const T* const* pprev, int64_t i) {
     T u = -pk[NDIM - 1][i];
@@ -271,11 +270,7 @@ struct TVProx {
   }
 
   void initialise(const T* p0) {
-    parallel_rows(g, [&](int64_t r) {
-      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
-      T* pk[NDIM];
-      const T* pprev[NDIM];
-      dual_rows(row, pk, pprev);
+    rows([&](const RowLinks<T, NDIM>& row, T* const* pk, const T* const* pprev) {
       for (int64_t i = 0; i < W; ++i) {
         T q[NDIM];
         for (int k = 0; k < NDIM; ++k) {
@@ -286,11 +281,7 @@ struct TVProx {
         for (int k = 0; k < NDIM; ++k) pk[k][i] = q[k];
       }
     });
-    parallel_rows(g, [&](int64_t r) {
-      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
-      T* pk[NDIM];
-      const T* pprev[NDIM];
-      dual_rows(row, pk, pprev);
+    rows([&](const RowLinks<T, NDIM>& row, T* const* pk, const T* const* pprev) {
       const int64_t off = row.plane * V + row.start;
       for (int64_t i = 0; i < W; ++i) {
         const T u = p0 != nullptr ? adjoint_at(pk, pprev, i) : T(0);
@@ -301,11 +292,7 @@ struct TVProx {
 
   // p ← proj(p + σ D xbar)
   void dual_step(T sigma) {
-    parallel_rows(g, [&](int64_t r) {
-      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
-      T* pk[NDIM];
-      const T* pprev[NDIM];
-      dual_rows(row, pk, pprev);
+    rows([&](const RowLinks<T, NDIM>& row, T* const* pk, const T* const* pprev) {
       const T l = lam[row.plane];
       if (l == T(0)) {  // λ = 0: p = 0 (and x = clamp(y))
         for (int k = 0; k < NDIM; ++k) std::fill(pk[k], pk[k] + W, T(0));
@@ -319,11 +306,7 @@ struct TVProx {
 
   // x' = clamp((x + τ (y − D^T p)) / (1 + τ)); xbar = x' + θ (x' − x)
   void primal_step(T tau, T theta) {
-    parallel_rows(g, [&](int64_t r) {
-      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
-      T* pk[NDIM];
-      const T* pprev[NDIM];
-      dual_rows(row, pk, pprev);
+    rows([&](const RowLinks<T, NDIM>& row, T* const* pk, const T* const* pprev) {
       const int64_t off = row.plane * V + row.start;
       primal_row<T, NDIM>(x + off, xbar + off, y + off, pk[0], pprev[0], pk[NDIM - 2], pprev[NDIM - 2],
                           pk[NDIM - 1], W, tau, theta, lo, hi);
@@ -332,16 +315,12 @@ struct TVProx {
 
   // Per-plane primal objective P(x) and dual value 𝒟(p) = ½‖x'−y‖² + <D^T p, x'>, x' = clamp(y − D^T p).
   void objectives(std::vector<double>& primal_rows, std::vector<double>& dual_rows_out) {
-    parallel_rows(g, [&](int64_t r) {
-      const RowLinks<T, NDIM> row = row_links<T, NDIM>(r, g);
-      T* pk[NDIM];
-      const T* pprev[NDIM];
-      dual_rows(row, pk, pprev);
+    rows([&](const RowLinks<T, NDIM>& row, T* const* pk, const T* const* pprev) {
       const int64_t off = row.plane * V + row.start;
       const T* xr = x + off;
       objective_row<T, NDIM, ISO>(xr, xr + row.next[0], xr + row.next[NDIM - 2], y + off, pk[0], pprev[0],
                                   pk[NDIM - 2], pprev[NDIM - 2], pk[NDIM - 1], W, lam[row.plane], lo, hi,
-                                  &primal_rows[r], &dual_rows_out[r]);
+                                  &primal_rows[row.index], &dual_rows_out[row.index]);
     });
   }
 
@@ -349,13 +328,13 @@ struct TVProx {
                   T* x, T* xbar, T* p, double* gap_out, int64_t* iterations) {
     TVProx self{g, geometry_of<NDIM>(g).voxels, g.width, y, lam, lo, hi, x, xbar, p, std::vector<T>(g.width, T(0))};
     self.initialise(p0);
-    const int64_t rows = g.planes * g.depth * g.height;
-    std::vector<double> primal_rows(rows), dual_rows(rows), rel_gap(g.planes, 0.0);
+    const int64_t n_rows = g.planes * g.depth * g.height;
+    std::vector<double> primal_rows(n_rows), dual_rows_sums(n_rows), rel_gap(g.planes, 0.0);
     // Relative duality gap per plane; converged when gap <= tol·P(x) (plus a rounding floor) on every plane.
     auto measure = [&]() -> bool {
-      self.objectives(primal_rows, dual_rows);
+      self.objectives(primal_rows, dual_rows_sums);
       const std::vector<double> primal = sum_rows_per_plane(primal_rows, g);
-      const std::vector<double> dual = sum_rows_per_plane(dual_rows, g);
+      const std::vector<double> dual = sum_rows_per_plane(dual_rows_sums, g);
       bool converged = true;
       for (int64_t b = 0; b < g.planes; ++b) {
         const double gap = std::max(primal[b] - dual[b], 0.0);

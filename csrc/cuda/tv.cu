@@ -63,24 +63,6 @@ __global__ void tv_value_kernel(const T* __restrict__ x, Geometry<NDIM> geo, T e
 
 // out = D^T w, w = φ'(D x) (HVP: w = ∇²φ(D x) D v), recomputing w at the voxel and its backward neighbours.
 template <typename T, int NDIM, bool ISO>
-__device__ __forceinline__ void tv_field(const T* xp, const T* vp, int64_t u, const Geometry<NDIM>& geo, T eps,
-                                         T* w) {
-  T g[NDIM];
-  int64_t c[NDIM];
-  gradient_at<T, NDIM>(xp, u, geo, g, c);
-  if (vp == nullptr) {
-    tv_potential_derivative<T, NDIM, ISO>(g, eps, w);
-  } else {
-    T d[NDIM];
-    int64_t cv[NDIM];
-    gradient_at<T, NDIM>(vp, u, geo, d, cv);
-    tv_potential_hessian<T, NDIM, ISO>(g, d, eps, w);
-  }
-  for (int k = 0; k < NDIM; ++k)
-    if (c[k] + 1 >= geo.extent[k]) w[k] = T(0);
-}
-
-template <typename T, int NDIM, bool ISO>
 __global__ void tv_gradient_kernel(const T* __restrict__ x, const T* __restrict__ v, Geometry<NDIM> geo, int64_t planes,
                                    T eps, T* __restrict__ out) {
   GRID_STRIDE(i, planes * geo.voxels) {
@@ -88,12 +70,12 @@ __global__ void tv_gradient_kernel(const T* __restrict__ x, const T* __restrict_
     const T* xp = x + plane * geo.voxels;
     const T* vp = v != nullptr ? v + plane * geo.voxels : nullptr;
     T here[NDIM], before[NDIM];
-    tv_field<T, NDIM, ISO>(xp, vp, u, geo, eps, here);
+    tv_field_at<T, NDIM, ISO>(xp, vp, u, geo, eps, here);
     T acc = 0;
     for (int k = 0; k < NDIM; ++k) {
       acc -= here[k];
       if ((u / geo.stride[k]) % geo.extent[k] > 0) {
-        tv_field<T, NDIM, ISO>(xp, vp, u - geo.stride[k], geo, eps, before);
+        tv_field_at<T, NDIM, ISO>(xp, vp, u - geo.stride[k], geo, eps, before);
         acc += before[k];
       }
     }
