@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 
-.PHONY: demo test setup build bench gpu-check clean
+.PHONY: demo test setup build bench bench-peers gpu-check clean
 
 demo: build
 	$(PY) examples/reconstruct.py
@@ -45,6 +45,15 @@ $(BUILT): $(DEPS) setup.py pyproject.toml $(CSRC)
 
 bench: build
 	$(PY) benchmarks/finite_diff.py
+	$(PY) benchmarks/tv_denoise.py
+
+# The peer deepinv needs torchvision, which does not import beside the project's torch: it gets its own venv,
+# which benchmarks/tv_denoise.py runs as a subprocess when present (about 5.5 GB).
+bench-peers: .venv-deepinv/bin/python bench
+
+.venv-deepinv/bin/python:
+	$(PYTHON) -m venv .venv-deepinv
+	.venv-deepinv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 deepinv scikit-image
 
 # On a GPU machine: build with CUDA, run the CUDA tests and benchmarks, results in $${OUT:-gpu-results}/.
 gpu-check:

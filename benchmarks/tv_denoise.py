@@ -55,7 +55,8 @@ Peers and how their parameters map to ours (read from their sources; check with 
   keeps its primal/dual variables and warm-starts the next call from them, so every call here builds a fresh one.
   Measured: ths = lam, 3000 iterations: ||x - x_ref|| / ||x_ref|| = 4.7e-5 (gap -3e-8, i.e. at the reference's
   certified accuracy), vs 4.6e-2 for ths = lam * sqrt(8), 8.3e-2 for lam / sqrt(8), 6.8e-4 for 1.01 lam.
-  deepinv cannot be imported in the project venv, so it runs in /work/main/.venv-deepinv (its own torch version).
+  deepinv cannot be imported in the project venv, so it runs in .venv-deepinv at the repository root (its own torch
+  version; `make bench-peers` creates it).
 
 Other modes: `--case batch` (16x3x256x256 astronaut crops) and `--case volume` (1x1x64x128x128 stack of shifted,
 z-blurred camera crops; 3-D isotropic TV); `--verify-mapping` re-runs the peers long with the mapped parameter and
