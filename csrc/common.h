@@ -7,9 +7,13 @@
 
 #include <math.h>  // float and double overloads of sqrt in the global namespace (host and device)
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace imaging {
 
@@ -57,6 +61,62 @@ inline Grid grid_of_field(const at::Tensor& g, const char* op, const char* arg) 
   grid.height = g.size(-2);
   grid.width = g.size(-1);
   return grid;
+}
+
+// Checked arguments of imaging::tv_prox, shared by the CPU and CUDA kernels.
+struct ProxArguments {
+  Grid grid;
+  double lower, upper;                 // box, ±inf when absent
+  std::vector<int64_t> field_shape;    // shape of the dual field p: (N, C, ndim, *S)
+};
+
+inline ProxArguments check_tv_prox_arguments(const at::Tensor& y, const at::Tensor& lam, double tol, int64_t max_iter,
+                                             std::optional<double> lower, std::optional<double> upper,
+                                             const std::optional<at::Tensor>& p0) {
+  check_float_tensor(y, "tv_prox", "y");
+  ProxArguments args{grid_of_image(y, "tv_prox", "y"), lower.value_or(-std::numeric_limits<double>::infinity()),
+                     upper.value_or(std::numeric_limits<double>::infinity()), y.sizes().vec()};
+  check_float_tensor(lam, "tv_prox", "lam");
+  TORCH_CHECK(lam.dim() == 2 && lam.size(0) == y.size(0) && lam.size(1) == y.size(1),
+              "imaging::tv_prox: argument 'lam' must have shape (N, C) = (", y.size(0), ", ", y.size(1), "), got ",
+              lam.sizes());
+  TORCH_CHECK(lam.scalar_type() == y.scalar_type() && lam.device() == y.device(), "imaging::tv_prox: argument ",
+              "'lam' must have the dtype and device of 'y' (", y.scalar_type(), ", ", y.device(), "), got ",
+              lam.scalar_type(), ", ", lam.device());
+  const at::Tensor lam_values = lam.to(at::kDouble).cpu();  // N·C values: a negligible copy on CUDA
+  for (int64_t b = 0; b < args.grid.planes; ++b) {
+    const double l = lam_values.const_data_ptr<double>()[b];
+    TORCH_CHECK(std::isfinite(l) && l >= 0, "imaging::tv_prox: argument 'lam' must be finite and >= 0, got ", l);
+  }
+  TORCH_CHECK(tol >= 0, "imaging::tv_prox: argument 'tol' must be >= 0, got ", tol);
+  TORCH_CHECK(max_iter >= 0, "imaging::tv_prox: argument 'max_iter' must be >= 0, got ", max_iter);
+  TORCH_CHECK(args.lower <= args.upper, "imaging::tv_prox: arguments 'lower' <= 'upper' required, got ", args.lower,
+              " > ", args.upper);
+  args.field_shape.insert(args.field_shape.begin() + 2, args.grid.ndim);
+  if (p0.has_value()) {
+    check_float_tensor(*p0, "tv_prox", "p0");
+    TORCH_CHECK(p0->sizes() == at::IntArrayRef(args.field_shape) && p0->scalar_type() == y.scalar_type() &&
+                    p0->device() == y.device(),
+                "imaging::tv_prox: argument 'p0' must have shape ", at::IntArrayRef(args.field_shape),
+                " and the dtype and device of 'y', got ", p0->sizes(), ", ", p0->scalar_type(), ", ", p0->device());
+  }
+  return args;
+}
+
+// Relative duality gaps per plane from the primal and dual sums (plane b at primal[b·stride], dual[b·stride]);
+// true when gap <= tol·P on every plane. A rounding floor (single or double precision) keeps degenerate planes
+// (P ≈ 0) from never converging.
+inline bool relative_duality_gaps(const double* primal, const double* dual, int64_t stride, int64_t planes,
+                                  double tol, bool single_precision, double* relative) {
+  bool converged = true;
+  for (int64_t b = 0; b < planes; ++b) {
+    const double p = primal[b * stride], d = dual[b * stride];
+    const double gap = std::max(p - d, 0.0);
+    const double floor = (single_precision ? 1e-7 : 1e-14) * (std::abs(p) + std::abs(d)) + 1e-30;
+    relative[b] = gap / std::max(p, floor);
+    if (gap > tol * p + floor) converged = false;
+  }
+  return converged;
 }
 
 #if defined(__CUDACC__)

@@ -335,14 +335,7 @@ struct TVProx {
       self.objectives(primal_rows, dual_rows_sums);
       const std::vector<double> primal = sum_rows_per_plane(primal_rows, g);
       const std::vector<double> dual = sum_rows_per_plane(dual_rows_sums, g);
-      bool converged = true;
-      for (int64_t b = 0; b < g.planes; ++b) {
-        const double gap = std::max(primal[b] - dual[b], 0.0);
-        const double floor = (sizeof(T) == 4 ? 1e-7 : 1e-14) * (std::abs(primal[b]) + std::abs(dual[b])) + 1e-30;
-        rel_gap[b] = gap / std::max(primal[b], floor);
-        if (gap > tol * primal[b] + floor) converged = false;
-      }
-      return converged;
+      return relative_duality_gaps(primal.data(), dual.data(), 1, g.planes, tol, sizeof(T) == 4, rel_gap.data());
     };
 
     const double L2 = 4.0 * NDIM;  // ‖D‖² ≤ 4·ndim
@@ -411,27 +404,10 @@ at::Tensor tv_hvp_cpu(const at::Tensor& x, const at::Tensor& v, double eps, bool
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tv_prox_cpu(
     const at::Tensor& y, const at::Tensor& lam, bool isotropic, double tol, int64_t max_iter,
     std::optional<double> lower, std::optional<double> upper, const std::optional<at::Tensor>& p0) {
-  check_float_tensor(y, "tv_prox", "y");
-  const Grid g = grid_of_image(y, "tv_prox", "y");
-  check_float_tensor(lam, "tv_prox", "lam");
-  TORCH_CHECK(lam.numel() == g.planes && lam.dim() == 2 && lam.size(0) == y.size(0),
-              "imaging::tv_prox: argument 'lam' must have shape (N, C) = (", y.size(0), ", ", y.size(1), "), got ",
-              lam.sizes());
-  TORCH_CHECK(lam.scalar_type() == y.scalar_type(), "imaging::tv_prox: argument 'lam' must have the dtype of 'y' (",
-              y.scalar_type(), "), got ", lam.scalar_type());
-  TORCH_CHECK(tol >= 0, "imaging::tv_prox: argument 'tol' must be >= 0, got ", tol);
-  TORCH_CHECK(max_iter >= 0, "imaging::tv_prox: argument 'max_iter' must be >= 0, got ", max_iter);
-  const double lo = lower.value_or(-std::numeric_limits<double>::infinity());
-  const double hi = upper.value_or(std::numeric_limits<double>::infinity());
-  TORCH_CHECK(lo <= hi, "imaging::tv_prox: arguments 'lower' <= 'upper' required, got ", lo, " > ", hi);
-  std::vector<int64_t> field_shape = y.sizes().vec();
-  field_shape.insert(field_shape.begin() + 2, g.ndim);
-  if (p0.has_value()) {
-    check_float_tensor(*p0, "tv_prox", "p0");
-    TORCH_CHECK(p0->sizes() == at::IntArrayRef(field_shape) && p0->scalar_type() == y.scalar_type(),
-                "imaging::tv_prox: argument 'p0' must have shape ", at::IntArrayRef(field_shape), " and dtype ",
-                y.scalar_type(), ", got ", p0->sizes(), " and ", p0->scalar_type());
-  }
+  const ProxArguments args = check_tv_prox_arguments(y, lam, tol, max_iter, lower, upper, p0);
+  const Grid& g = args.grid;
+  const double lo = args.lower, hi = args.upper;
+  const std::vector<int64_t>& field_shape = args.field_shape;
   at::Tensor x = at::empty_like(y);
   at::Tensor xbar = at::empty_like(y);
   at::Tensor p = at::empty(field_shape, y.options());
@@ -439,9 +415,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tv_prox_cpu(
   at::Tensor iterations = at::empty({}, y.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "tv_prox_cpu", [&] {
     const scalar_t* lam_data = lam.const_data_ptr<scalar_t>();
-    for (int64_t b = 0; b < g.planes; ++b)
-      TORCH_CHECK(std::isfinite(static_cast<double>(lam_data[b])) && lam_data[b] >= 0,
-                  "imaging::tv_prox: argument 'lam' must be finite and >= 0, got ", lam_data[b]);
     const scalar_t* p0_data = p0.has_value() ? p0->const_data_ptr<scalar_t>() : nullptr;
     dispatch_tv<TVProx, scalar_t>(g.ndim, isotropic, y.const_data_ptr<scalar_t>(), lam_data, g, tol, max_iter,
                                   static_cast<scalar_t>(lo), static_cast<scalar_t>(hi), p0_data,

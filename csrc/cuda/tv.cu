@@ -213,15 +213,7 @@ struct CudaTV {
       C10_CUDA_CHECK(cudaMemcpyAsync(sums.data(), sums_device, sizeof(double) * 2 * g.planes,
                                      cudaMemcpyDeviceToHost, stream));
       C10_CUDA_CHECK(cudaStreamSynchronize(stream));
-      bool converged = true;
-      for (int64_t b = 0; b < g.planes; ++b) {
-        const double primal = sums[2 * b], dual = sums[2 * b + 1];
-        const double gap = std::max(primal - dual, 0.0);
-        const double floor = (sizeof(T) == 4 ? 1e-7 : 1e-14) * (std::abs(primal) + std::abs(dual)) + 1e-30;
-        rel_gap[b] = gap / std::max(primal, floor);
-        if (gap > tol * primal + floor) converged = false;
-      }
-      return converged;
+      return relative_duality_gaps(sums.data(), sums.data() + 1, 2, g.planes, tol, sizeof(T) == 4, rel_gap.data());
     };
 
     const double L2 = 4.0 * NDIM;
@@ -309,36 +301,11 @@ at::Tensor tv_hvp_cuda(const at::Tensor& x, const at::Tensor& v, double eps, boo
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tv_prox_cuda(
     const at::Tensor& y, const at::Tensor& lam, bool isotropic, double tol, int64_t max_iter,
     std::optional<double> lower, std::optional<double> upper, const std::optional<at::Tensor>& p0) {
-  check_float_tensor(y, "tv_prox", "y");
   check_cuda(y, "tv_prox", "y");
-  const Grid g = grid_of_image(y, "tv_prox", "y");
-  check_float_tensor(lam, "tv_prox", "lam");
-  TORCH_CHECK(lam.device() == y.device(), "imaging::tv_prox: argument 'lam' must be on ", y.device(), ", got ",
-              lam.device());
-  TORCH_CHECK(lam.dim() == 2 && lam.size(0) == y.size(0) && lam.size(1) == y.size(1),
-              "imaging::tv_prox: argument 'lam' must have shape (N, C) = (", y.size(0), ", ", y.size(1), "), got ",
-              lam.sizes());
-  TORCH_CHECK(lam.scalar_type() == y.scalar_type(), "imaging::tv_prox: argument 'lam' must have the dtype of 'y'");
-  TORCH_CHECK(tol >= 0 && max_iter >= 0, "imaging::tv_prox: arguments 'tol' and 'max_iter' must be >= 0");
-  const at::Tensor lam_host = lam.cpu();
-  AT_DISPATCH_FLOATING_TYPES(lam_host.scalar_type(), "tv_prox_lam_check", [&] {
-    const scalar_t* l = lam_host.const_data_ptr<scalar_t>();
-    for (int64_t b = 0; b < g.planes; ++b)
-      TORCH_CHECK(std::isfinite(static_cast<double>(l[b])) && l[b] >= 0,
-                  "imaging::tv_prox: argument 'lam' must be finite and >= 0, got ", l[b]);
-  });
-  const double lo = lower.value_or(-std::numeric_limits<double>::infinity());
-  const double hi = upper.value_or(std::numeric_limits<double>::infinity());
-  TORCH_CHECK(lo <= hi, "imaging::tv_prox: arguments 'lower' <= 'upper' required, got ", lo, " > ", hi);
-  std::vector<int64_t> field_shape = y.sizes().vec();
-  field_shape.insert(field_shape.begin() + 2, g.ndim);
-  if (p0.has_value()) {
-    check_float_tensor(*p0, "tv_prox", "p0");
-    TORCH_CHECK(p0->sizes() == at::IntArrayRef(field_shape) && p0->scalar_type() == y.scalar_type() &&
-                    p0->device() == y.device(),
-                "imaging::tv_prox: argument 'p0' must have shape ", at::IntArrayRef(field_shape),
-                " and the dtype and device of 'y'");
-  }
+  const ProxArguments args = check_tv_prox_arguments(y, lam, tol, max_iter, lower, upper, p0);
+  const Grid& g = args.grid;
+  const double lo = args.lower, hi = args.upper;
+  const std::vector<int64_t>& field_shape = args.field_shape;
   c10::cuda::CUDAGuard guard(y.device());
   at::Tensor x = at::empty_like(y);
   at::Tensor xbar = at::empty_like(y);
