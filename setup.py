@@ -27,7 +27,7 @@ def _extensions():
     import torch
 
     sources = ["csrc/imaging.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-g0", "-fvisibility=hidden", "-fno-math-errno"]
+    cxx = ["-O3", "-g0", "-fvisibility=hidden", "-fno-math-errno", "-fopenmp"]
     with_cuda = _flag("FORCE_CUDA") or (torch.version.cuda is not None and CUDA_HOME is not None)
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))

@@ -42,6 +42,20 @@ TORCH_LIBRARY(imaging, m) {
   // a dual field p0. Returns (x, p, relative gap per plane (N, C) float64, iterations done (0-d int64)).
   m.def("tv_prox(Tensor y, Tensor lam, bool isotropic=True, float tol=1e-4, int max_iter=1000, "
         "float? lower=None, float? upper=None, Tensor? p0=None) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // Gain sensing for blind gain calibration, batched over B problems: y[b, l] = diag(g[b]) A_l x[b], l < p, with A
+  // of shape (p, m, n) shared by the problems or (B, p, m, n); x (B, n), gains g (B, m) (None: unit gains).
+  // Forward: (B, p, m).
+  m.def("gain_forward(Tensor A, Tensor x, Tensor? gains=None) -> Tensor");
+  // Adjoint pass, the vector-Jacobian product of gain_forward for a cotangent r (B, p, m):
+  // grad_x[b] = Σ_l A_lᵀ (g ⊙ r_l) (B, n) and, when u = A x (B, p, m) is given, grad_gains[b] = Σ_l u_l ⊙ r_l
+  // (B, m); without u, grad_gains has shape (B, 0).
+  m.def("gain_adjoint(Tensor A, Tensor r, Tensor? gains=None, Tensor? u=None) -> (Tensor, Tensor)");
+  // One pass over A that applies the forward and two adjoints: v = A s (B, p, m), Q = Σ_l A_lᵀ (w ⊙ v_l) (B, n)
+  // with per-sensor weights w (B, m), P = Σ_l A_lᵀ c_l (B, n) for c (B, p, m) (zeros without c), and the
+  // per-sensor energies e[b, i] = Σ_l v[b, l, i]² (B, m) that the exact line searches need. With w = g² this is
+  // the normal operator Aᵀ diag(g²) A s; projected gradient descent uses it to fuse an iteration into one pass.
+  m.def("gain_normal_pass(Tensor A, Tensor s, Tensor weights, Tensor? c=None) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // A Python module so that `import imaging._C` loads the library and runs the registrations above.
