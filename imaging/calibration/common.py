@@ -1,0 +1,129 @@
+"""What the calibration solvers share: the result type, the gain set and its projection, the gauge, the history."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from imaging.calibration.sensing import GainSensing
+
+
+@dataclass
+class CalibrationResult:
+    """Estimates of the image x (B, n) and the gains (B, m), normalised to mean gain 1 (the gauge), with the
+    per-iteration history: `loss` (½Σ‖g⊙A_l x − y_l‖²/(mp)), `passes` (cumulative passes over the sensing
+    matrices), and `error_x` / `error_gains` (relative errors after the gauge) when the truth was given. Each
+    history entry is a tensor of shape (iterations + 1, B); unbatched calls squeeze B away everywhere."""
+
+    x: torch.Tensor
+    gains: torch.Tensor
+    history: dict[str, torch.Tensor] = field(default_factory=dict)
+    iterations: int = 0
+    converged: torch.Tensor | bool = False
+
+    def squeeze(self) -> "CalibrationResult":
+        """The single-problem view: x (n,), gains (m,), history entries (iterations + 1,)."""
+        return CalibrationResult(self.x[0], self.gains[0], {k: v[:, 0] for k, v in self.history.items()},
+                                 self.iterations, bool(self.converged[0]))
+
+
+def check_rho(rho: float | None, owner: str) -> None:
+    if rho is not None and not (0.0 < rho < 1.0):
+        raise ValueError(f"{owner}: argument 'rho' (gains bounded to [1 - rho, 1 + rho]) must lie in (0, 1) so the "
+                         f"gains stay positive, got {rho}")
+
+
+def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> None:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{owner}: measurements must be a torch.Tensor, got {type(y).__name__}")
+    sensing.check(y, owner)
+    if not torch.isfinite(y).all():
+        raise ValueError(f"{owner}: measurements have non-finite values (NaN or inf)")
+    probe = sensing.probe_like()
+    if y.dtype != probe.dtype or y.device != probe.device:
+        raise TypeError(f"{owner}: measurements must have the sensing operator's dtype {probe.dtype} and device "
+                        f"{probe.device}, got {y.dtype} on {y.device}")
+
+
+def project_gains(v: torch.Tensor, rho: float | None = None) -> torch.Tensor:
+    """Euclidean projection of each row of v (B, m) onto {g : mean(g) = 1, |g_i − 1| <= rho}.
+
+    g_i = clip(v_i − λ, 1 − ρ, 1 + ρ) with the shift λ found by bisection so that the mean is 1 (exact up to
+    rounding). rho=None: only the mean constraint (also for complex gains)."""
+    if rho is None or v.is_complex():
+        return v - v.mean(1, keepdim=True) + 1
+    lo, hi = 1.0 - rho, 1.0 + rho
+    low = (v.min(1, keepdim=True).values - hi).to(torch.float64)  # mean(clip(v − λ)) is decreasing in λ
+    high = (v.max(1, keepdim=True).values - lo).to(torch.float64)
+    v64 = v.to(torch.float64)
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        above = (v64 - mid).clamp(lo, hi).mean(1, keepdim=True) > 1
+        low, high = torch.where(above, mid, low), torch.where(above, high, mid)
+        if bool(((high - low) <= 1e-15 * (1 + high.abs())).all()):
+            break
+    g = (v64 - 0.5 * (low + high)).clamp(lo, hi)
+    free = (g > lo) & (g < hi)  # spread the last rounding error over the entries strictly inside the box
+    correction = (1 - g.mean(1, keepdim=True)) * g.shape[1] / free.sum(1, keepdim=True).clamp_min(1)
+    return (g + correction * free).to(v.dtype)
+
+
+def fix_gauge(x: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x · c, gains / c) with c = mean(gains): the same measurements, with mean gain 1."""
+    c = gains.mean(1, keepdim=True)
+    return x * c, gains / c
+
+
+def relative_error(estimate: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """‖estimate − truth‖ / ‖truth‖ per problem (rows)."""
+    return torch.linalg.vector_norm(estimate - truth, dim=1) / torch.linalg.vector_norm(truth, dim=1)
+
+
+def back_projection(sensing: GainSensing, y: torch.Tensor) -> torch.Tensor:
+    """The unbiased initial image ξ₀ = (1/mp) Σ_l A_lᴴ y_l (E ξ₀ = x for isotropic A_l and mean gain 1)."""
+    return sensing.sense_adjoint(y) / (sensing.sensors * sensing.snapshots)
+
+
+def loss_of(r: torch.Tensor) -> torch.Tensor:
+    """½ Σ |r|² / (mp) per problem for residuals r (B, p, m)."""
+    return 0.5 * (r.abs() ** 2).sum((1, 2)) / (r.shape[1] * r.shape[2])
+
+
+class History:
+    """Per-iteration records, one (B,) tensor per entry and iteration, with the relative errors against the truth
+    when `x_true` / `gains_true` (B, n) / (B, m) are given (compared after fixing the gauge)."""
+
+    def __init__(self, x_true: torch.Tensor | None, gains_true: torch.Tensor | None, total: int, progress: bool,
+                 name: str) -> None:
+        self.x_true, self.gains_true = x_true, gains_true
+        self.records: dict[str, list[torch.Tensor]] = {}
+        self.bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
+
+    def record(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor, passes: int) -> None:
+        entries = {"loss": loss.detach().real.to(torch.float64), "passes": torch.full_like(loss.real, passes)}
+        if self.x_true is not None or self.gains_true is not None:
+            xs, gs = fix_gauge(x, gains)
+            if self.x_true is not None:
+                entries["error_x"] = relative_error(xs, self.x_true.to(xs.dtype))
+            if self.gains_true is not None:
+                entries["error_gains"] = relative_error(gs, self.gains_true.to(gs.dtype))
+        for key, value in entries.items():
+            self.records.setdefault(key, []).append(value.detach().to(torch.float64).cpu())
+        if len(self.records["loss"]) > 1:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{float(loss.real.max()):.3e}")
+
+    def result(self, x: torch.Tensor, gains: torch.Tensor, iterations: int, converged: torch.Tensor
+               ) -> CalibrationResult:
+        self.bar.close()
+        x, gains = fix_gauge(x, gains)
+        history = {key: torch.stack(values) for key, values in self.records.items()}
+        return CalibrationResult(x, gains, history, iterations, converged)
+
+
+def expand_truth(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    """Accept the truth as (n,) / (m,) or batched (B, ·)."""
+    if t is None:
+        return None
+    return t.expand(batch, -1) if t.dim() == 1 else t
