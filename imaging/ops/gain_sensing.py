@@ -133,25 +133,28 @@ if HAS_EXT:
         """Gradient in A of Σ <c, A x>: c (B, p, m) ⊗ x (B, n), summed over B when A is shared."""
         return torch.einsum("blm,bn->lmn" if A.dim() == 3 else "blm,bn->blmn", c, x)
 
+    def _padded(values, count: int, fill=False) -> tuple:
+        """Inputs or needs_input_grad, completed with the trailing optional arguments the caller left out."""
+        return tuple(values) + (fill,) * (count - len(values))
+
     def _save_forward(ctx, inputs, output) -> None:
-        A, x, gains = inputs
-        ctx.save_for_backward(A, x, gains)
+        ctx.save_for_backward(*_padded(inputs, 3, None))
 
     def _forward_backward(ctx, grad):
         A, x, gains = ctx.saved_tensors
         grad = grad.contiguous()
-        need_A, need_x, need_gains = ctx.needs_input_grad
+        need_A, need_x, need_gains = _padded(ctx.needs_input_grad, 3)
         u = torch.ops.imaging.gain_forward(A, x, None) if need_gains or (need_A and gains is not None) else None
         grad_x, grad_gains = torch.ops.imaging.gain_adjoint(A, grad, gains, u if need_gains else None)
         grad_A = _outer(A, grad if gains is None else grad * gains[:, None, :], x) if need_A else None
         return grad_A, grad_x if need_x else None, grad_gains if need_gains else None
 
     def _save_adjoint(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*_padded(inputs, 4, None))
 
     def _adjoint_backward(ctx, grad_x_bar, grad_gains_bar):
         A, r, gains, u = ctx.saved_tensors
-        need_A, need_r, need_gains, need_u = ctx.needs_input_grad
+        need_A, need_r, need_gains, need_u = _padded(ctx.needs_input_grad, 4)
         # grad_x = Σ_l A_lᵀ (g ⊙ r_l) and grad_gains = Σ_l u_l ⊙ r_l are linear in r, g, A and u.
         Ab = torch.ops.imaging.gain_forward(A, grad_x_bar.contiguous(), None)  # A grad_x_bar: (B, p, m)
         grad_r = Ab if gains is None else Ab * gains[:, None, :]
