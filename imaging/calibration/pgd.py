@@ -32,9 +32,8 @@ def orthonormal_basis(basis: torch.Tensor, rows: int, owner: str, arg: str, remo
         raise ValueError(f"{owner}: argument '{arg}' must have shape ({rows}, k), got {got}")
     if remove_mean:
         basis = basis - basis.mean(0, keepdim=True)
-    q, r = torch.linalg.qr(basis)
-    keep = r.diagonal().abs() > 1e-10 * r.diagonal().abs().max().clamp_min(1e-300)
-    return q[:, keep]
+    left, singular, _ = torch.linalg.svd(basis, full_matrices=False)
+    return left[:, singular > 1e-10 * singular.max().clamp_min(1e-300)]
 
 
 def _project(g: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
