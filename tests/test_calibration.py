@@ -244,3 +244,15 @@ def test_bad_measurements_are_reported():
         calibrate(y[0], sensing, "magic")
     with pytest.raises(ValueError, match="'A'"):
         calibrate(y[0], torch.randn(16, 16), "pgd")
+
+
+# T9 (GPU only) ------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["pgd", "ls", "alternating"])
+def test_cuda_trajectory_matches_cpu(method):
+    sensing, y, x, d = problem(1024, 1024, 10, seed=6, dtype=torch.float32)
+    options = {"max_iter": 50, "tol": 0.0} if method != "ls" else {}
+    cpu = calibrate(y[0], sensing.A, method, **options)
+    gpu = calibrate(y[0].cuda(), sensing.A.cuda(), method, **options)
+    assert float(relative_error(gpu.x.cpu()[None], cpu.x[None])) <= 1e-4
+    assert float(relative_error(gpu.gains.cpu()[None], cpu.gains[None])) <= 1e-4
