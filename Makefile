@@ -15,6 +15,7 @@ demo: build
 	$(PY) examples/reconstruct.py
 	$(PY) examples/custom_operator.py
 	$(PY) examples/tv_reconstruction.py --size 128
+	$(PY) examples/sensor_array_calibration.py --phase-transition
 
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -46,6 +47,7 @@ $(BUILT): $(DEPS) setup.py pyproject.toml $(CSRC)
 bench: build
 	$(PY) benchmarks/finite_diff.py
 	$(PY) benchmarks/tv_denoise.py
+	$(PY) benchmarks/calibration.py
 
 # The peer deepinv needs torchvision, which does not import beside the project's torch: it gets its own venv,
 # which benchmarks/tv_denoise.py runs as a subprocess when present (about 5.5 GB).

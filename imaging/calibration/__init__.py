@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from imaging.calibration.alternating import alternating, image_cg, uncalibrated
-from imaging.calibration.common import CalibrationResult, fix_gauge, project_gains, relative_error
+from imaging.calibration.common import CalibrationResult, back_projection, fix_gauge, project_gains, relative_error
 from imaging.calibration.least_squares import least_squares, spectral
 from imaging.calibration.pgd import pgd
 from imaging.calibration.sensing import DenseGainSensing, GainSensing, RandomMaskDCTSensing
@@ -42,4 +42,4 @@ def calibrate(y: torch.Tensor, A: torch.Tensor | GainSensing, method: str = "pgd
 
 __all__ = ["calibrate", "CalibrationResult", "GainSensing", "DenseGainSensing", "RandomMaskDCTSensing", "pgd",
            "least_squares", "spectral", "alternating", "uncalibrated", "image_cg", "project_gains", "fix_gauge",
-           "relative_error", "METHODS"]
+           "relative_error", "back_projection", "METHODS"]

@@ -49,24 +49,31 @@ def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> Non
 def project_gains(v: torch.Tensor, rho: float | None = None) -> torch.Tensor:
     """Euclidean projection of each row of v (B, m) onto {g : mean(g) = 1, |g_i − 1| <= rho}.
 
-    g_i = clip(v_i − λ, 1 − ρ, 1 + ρ) with the shift λ found by bisection so that the mean is 1 (exact up to
-    rounding). rho=None: only the mean constraint (also for complex gains)."""
+    g_i = clip(v_i − λ, 1 − ρ, 1 + ρ) with the shift λ that makes the mean 1. φ(λ) = mean(clip(v − λ)) is
+    piecewise linear and decreasing with breakpoints v_i − (1 ± ρ); it is evaluated at every breakpoint at once
+    (sort, searchsorted, prefix sums) and λ interpolated on the bracketing piece: exact, O(m log m), no host
+    synchronisation. rho=None: only the mean constraint (also for complex gains)."""
     if rho is None or v.is_complex():
         return v - v.mean(1, keepdim=True) + 1
     lo, hi = 1.0 - rho, 1.0 + rho
-    low = (v.min(1, keepdim=True).values - hi).to(torch.float64)  # mean(clip(v − λ)) is decreasing in λ
-    high = (v.max(1, keepdim=True).values - lo).to(torch.float64)
-    v64 = v.to(torch.float64)
-    for _ in range(100):
-        mid = 0.5 * (low + high)
-        above = (v64 - mid).clamp(lo, hi).mean(1, keepdim=True) > 1
-        low, high = torch.where(above, mid, low), torch.where(above, high, mid)
-        if bool(((high - low) <= 1e-15 * (1 + high.abs())).all()):
-            break
-    g = (v64 - 0.5 * (low + high)).clamp(lo, hi)
-    free = (g > lo) & (g < hi)  # spread the last rounding error over the entries strictly inside the box
-    correction = (1 - g.mean(1, keepdim=True)) * g.shape[1] / free.sum(1, keepdim=True).clamp_min(1)
-    return (g + correction * free).to(v.dtype)
+    m = v.shape[1]
+    values = v.to(torch.float64).sort(1).values
+    prefix = torch.nn.functional.pad(values.cumsum(1), (1, 0))             # prefix[:, k] = Σ_{i<k} v_(i)
+    breaks = torch.cat([values - hi, values - lo], 1).sort(1).values       # (B, 2m)
+
+    def mean_clipped(lam: torch.Tensor) -> torch.Tensor:                   # φ(λ) for λ of shape (B, K)
+        below = torch.searchsorted(values, lam + lo, right=True)           # v_i <= λ + lo: clipped to lo
+        above = torch.searchsorted(values, lam + hi, right=False)          # v_i >= λ + hi: clipped to hi
+        middle = prefix.gather(1, above) - prefix.gather(1, below) - lam * (above - below)
+        n_below, n_above = below.to(values.dtype), (m - above).to(values.dtype)  # int * float would be float32
+        return (lo * n_below + hi * n_above + middle) / m
+
+    phi = mean_clipped(breaks)                                             # decreasing from hi to lo
+    k = (phi >= 1).sum(1, keepdim=True).clamp(1, 2 * m - 1)                # φ(t_{k-1}) >= 1 > φ(t_k)
+    t0, t1 = breaks.gather(1, k - 1), breaks.gather(1, k)
+    f0, f1 = phi.gather(1, k - 1), phi.gather(1, k)
+    lam = torch.where(f0 > f1, t0 + (f0 - 1) * (t1 - t0) / (f0 - f1).clamp_min(1e-300), t0)
+    return (v.to(torch.float64) - lam).clamp(lo, hi).to(v.dtype)
 
 
 def fix_gauge(x: torch.Tensor, gains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,16 +108,16 @@ class History:
         self.bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
 
     def record(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor, passes: int) -> None:
-        entries = {"loss": loss.detach().real.to(torch.float64), "passes": torch.full_like(loss.real, passes)}
+        entries = {"loss": loss.detach().real, "passes": torch.full_like(loss.real, passes)}
         if self.x_true is not None or self.gains_true is not None:
             xs, gs = fix_gauge(x, gains)
             if self.x_true is not None:
                 entries["error_x"] = relative_error(xs, self.x_true.to(xs.dtype))
             if self.gains_true is not None:
                 entries["error_gains"] = relative_error(gs, self.gains_true.to(gs.dtype))
-        for key, value in entries.items():
-            self.records.setdefault(key, []).append(value.detach().to(torch.float64).cpu())
-        if len(self.records["loss"]) > 1:
+        for key, value in entries.items():  # kept on the device: no host synchronisation per iteration
+            self.records.setdefault(key, []).append(value.detach().to(torch.float64))
+        if len(self.records["loss"]) > 1 and not self.bar.disable:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{float(loss.real.max()):.3e}")
 
@@ -118,7 +125,7 @@ class History:
                ) -> CalibrationResult:
         self.bar.close()
         x, gains = fix_gauge(x, gains)
-        history = {key: torch.stack(values) for key, values in self.records.items()}
+        history = {key: torch.stack(values).cpu() for key, values in self.records.items()}
         return CalibrationResult(x, gains, history, iterations, converged)
 
 

@@ -92,13 +92,19 @@ def _finish(sensing, y, z, history, passes, owner_passes):
     return x, gains
 
 
-def least_squares(sensing: GainSensing, y: torch.Tensor, *, tol: float = 1e-10, max_iter: int = 1000,
+def _default_tol(tol: float | None, y: torch.Tensor) -> float:
+    return tol if tol is not None else (1e-10 if y.real.dtype == torch.float64 else 1e-5)
+
+
+def least_squares(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
                   x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
                   progress: bool = False) -> CalibrationResult:
     """Linear least-squares self-calibration: min Σ_l ‖y_l ⊙ s − A_l x‖² subject to mean(s) = 1, then d = 1/s.
-    Exact (noiseless) when mp ≥ m + n − 1; tol is the relative preconditioned residual of the CG solve."""
+    Exact (noiseless) when mp ≥ m + n − 1; tol is the relative preconditioned residual of the CG solve (default
+    1e-10 in float64, 1e-5 in float32)."""
     owner = "calibration.least_squares"
     check_measurements(sensing, y, owner)
+    tol = _default_tol(tol, y)
     B, p, m = y.shape
     history = History(expand_truth(x_true, B), expand_truth(gains_true, B), 1, progress, "least squares")
     with torch.no_grad():
@@ -112,13 +118,14 @@ def least_squares(sensing: GainSensing, y: torch.Tensor, *, tol: float = 1e-10, 
     return history.result(x, gains, 1, torch.ones(B, dtype=torch.bool, device=y.device))
 
 
-def spectral(sensing: GainSensing, y: torch.Tensor, *, tol: float = 1e-10, max_iter: int = 1000,
+def spectral(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
              inverse_iterations: int = 3, x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
              progress: bool = False) -> CalibrationResult:
     """Spectral self-calibration: z = [s; x] = the smallest right singular vector of M (sign fixed so that
     Re mean(s) > 0), by inverse iteration from the least-squares solution; then d = 1/s with mean(d) = 1."""
     owner = "calibration.spectral"
     check_measurements(sensing, y, owner)
+    tol = _default_tol(tol, y)
     B, p, m = y.shape
     history = History(expand_truth(x_true, B), expand_truth(gains_true, B), inverse_iterations + 1, progress,
                       "spectral")
@@ -133,7 +140,12 @@ def spectral(sensing: GainSensing, y: torch.Tensor, *, tol: float = 1e-10, max_i
         for _ in range(inverse_iterations):
             norm = _dot(z, z).sqrt()[:, None]
             z = (z[0] / norm, z[1] / norm)
-            z = _pcg(shifted, z, z, constrained=False, tol=tol, max_iter=max_iter)
+            # Problems whose z is already a null vector (Rayleigh quotient at the shift: the noiseless case) keep it:
+            # their right-hand side becomes (MᴴM + δI) z, solved by z itself.
+            Az = shifted(z)
+            is_null = (_dot(z, Az) <= 2 * shifted.shift)[:, None]
+            rhs = (torch.where(is_null, Az[0], z[0]), torch.where(is_null, Az[1], z[1]))
+            z = _pcg(shifted, rhs, z, constrained=False, tol=tol, max_iter=max_iter)
         phase = z[0].mean(1, keepdim=True)
         phase = phase / phase.abs()
         z = (z[0] / phase, z[1] / phase)
