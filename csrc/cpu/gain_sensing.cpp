@@ -52,6 +52,28 @@ IMAGING_GAIN_CLONES void dot_rows(const T* __restrict__ a, const T* __restrict__
   out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
 }
 
+// The dot products of ROWS consecutive rows with x, fused with p += Σ_k alpha[k] a_k (the rows are read once).
+template <typename T>
+IMAGING_GAIN_CLONES void dot_axpy_rows(const T* __restrict__ a, const T* __restrict__ x, T* __restrict__ p,
+                                       const T* __restrict__ alpha, int64_t n, T* __restrict__ out) {
+  const T* __restrict__ a0 = a;
+  const T* __restrict__ a1 = a + n;
+  const T* __restrict__ a2 = a + 2 * n;
+  const T* __restrict__ a3 = a + 3 * n;
+  const T c0 = alpha[0], c1 = alpha[1], c2 = alpha[2], c3 = alpha[3];
+  T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t j = 0; j < n; ++j) {
+    const T v0 = a0[j], v1 = a1[j], v2 = a2[j], v3 = a3[j], xj = x[j];
+    s0 += v0 * xj;
+    s1 += v1 * xj;
+    s2 += v2 * xj;
+    s3 += v3 * xj;
+    p[j] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3;
+  }
+  out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;
+}
+
 // y += Σ_k alpha[k] a_k over ROWS consecutive rows a_k = a + k n (ROWS = 1 when `single`).
 template <typename T>
 IMAGING_GAIN_CLONES void axpy_rows(T* __restrict__ y, const T* __restrict__ a, const T* __restrict__ alpha, int64_t n,
@@ -67,31 +89,6 @@ IMAGING_GAIN_CLONES void axpy_rows(T* __restrict__ y, const T* __restrict__ a, c
   const T* __restrict__ a3 = a + 3 * n;
   const T c0 = alpha[0], c1 = alpha[1], c2 = alpha[2], c3 = alpha[3];
   for (int64_t j = 0; j < n; ++j) y[j] += c0 * a0[j] + c1 * a1[j] + c2 * a2[j] + c3 * a3[j];
-}
-
-// p += Σ_k alpha[k] a_k and q += Σ_k beta[k] a_k over ROWS consecutive rows (ROWS = 1 when `single`).
-template <typename T>
-IMAGING_GAIN_CLONES void axpy2_rows(T* __restrict__ p, T* __restrict__ q, const T* __restrict__ a,
-                                    const T* __restrict__ alpha, const T* __restrict__ beta, int64_t n, bool single) {
-  if (single) {
-    const T c0 = alpha[0], d0 = beta[0];
-    for (int64_t j = 0; j < n; ++j) {
-      p[j] += c0 * a[j];
-      q[j] += d0 * a[j];
-    }
-    return;
-  }
-  const T* __restrict__ a0 = a;
-  const T* __restrict__ a1 = a + n;
-  const T* __restrict__ a2 = a + 2 * n;
-  const T* __restrict__ a3 = a + 3 * n;
-  const T c0 = alpha[0], c1 = alpha[1], c2 = alpha[2], c3 = alpha[3];
-  const T d0 = beta[0], d1 = beta[1], d2 = beta[2], d3 = beta[3];
-  for (int64_t j = 0; j < n; ++j) {
-    const T v0 = a0[j], v1 = a1[j], v2 = a2[j], v3 = a3[j];
-    p[j] += c0 * v0 + c1 * v1 + c2 * v2 + c3 * v3;
-    q[j] += d0 * v0 + d1 * v1 + d2 * v2 + d3 * v3;
-  }
 }
 
 // Number of row chunks with their own partial images: about 16k multiply-adds at least per chunk, at most 64
@@ -147,8 +144,13 @@ void accumulate_rows(const T* A, const GainShape& s, const T* c, const T* scale,
             alpha[q] = c ? c[b * R + row + q] * (scale ? scale[b * m + sensor] : T(1)) : T(0);
           }
           if constexpr (FORWARD) {
+            // Sweep 1 streams the rows from memory for the dots (and P when c is given); sweep 2 re-reads them from
+            // cache for Q, whose coefficients need the dots.
             if (single) {
               value[0] = dot_row(a, sv + b * n, n);
+              if (c) axpy_rows(pk + b * n, a, alpha, n, true);
+            } else if (c) {
+              dot_axpy_rows(a, sv + b * n, pk + b * n, alpha, n, value);
             } else {
               dot_rows(a, sv + b * n, n, value);
             }
@@ -156,11 +158,7 @@ void accumulate_rows(const T* A, const GainShape& s, const T* c, const T* scale,
               v[b * R + row + q] = value[q];
               beta[q] = w[b * m + (row + q) % m] * value[q];
             }
-            if (c) {
-              axpy2_rows(pk + b * n, qk + b * n, a, alpha, beta, n, single);
-            } else {
-              axpy_rows(qk + b * n, a, beta, n, single);
-            }
+            axpy_rows(qk + b * n, a, beta, n, single);
           } else {
             axpy_rows(pk + b * n, a, alpha, n, single);
           }
