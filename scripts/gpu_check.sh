@@ -18,6 +18,8 @@ run() {  # run NAME COMMAND...: tee output into $RESULTS/NAME.log, remember fail
   [ "$rc" -eq 0 ] || status=1
 }
 
+# The benchmarks run as scripts from an in-place build: the repository root must be importable.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # The GPU machine lacks some pure-Python dependencies (tqdm): wheels carried in .gpu-wheels/ are unpacked onto
 # PYTHONPATH (no network, no pip needed).
 if ls .gpu-wheels/*.whl >/dev/null 2>&1; then

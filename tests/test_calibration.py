@@ -256,3 +256,20 @@ def test_cuda_trajectory_matches_cpu(method):
     gpu = calibrate(y[0].cuda(), sensing.A.cuda(), method, **options)
     assert float(relative_error(gpu.x.cpu()[None], cpu.x[None])) <= 1e-4
     assert float(relative_error(gpu.gains.cpu()[None], cpu.gains[None])) <= 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_matches_eager_cuda():
+    sensing, y, x, d = problem(1024, 1024, 10, seed=7, dtype=torch.float32)
+    A, y = sensing.A.cuda(), y.cuda()
+    graph = calibrate(y[0], A, "pgd", max_iter=45, tol=0.0, x_true=x[0].cuda(), gains_true=d[0].cuda())
+    eager = calibrate(y[0], A, "pgd", max_iter=45, tol=0.0, cuda_graph=False)
+    assert graph.iterations == eager.iterations == 45 and graph.history["loss"].shape == (46,)
+    assert float(relative_error(graph.x[None], eager.x[None])) <= 1e-5
+    assert bool((graph.history["error_x"][1:] <= graph.history["error_x"][:-1] * 1.01).all())
+
+
+def test_cuda_graph_needs_cuda_tensors():
+    sensing, y, _, _ = problem(16, 16, 4)
+    with pytest.raises(ValueError, match="cuda_graph"):
+        pgd(sensing, y, cuda_graph=True)

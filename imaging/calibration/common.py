@@ -107,19 +107,36 @@ class History:
         self.records: dict[str, list[torch.Tensor]] = {}
         self.bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
 
-    def record(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor, passes: int) -> None:
-        entries = {"loss": loss.detach().real, "passes": torch.full_like(loss.real, passes)}
+    def entries(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This iteration's records (no host synchronisation: usable inside a CUDA graph)."""
+        entries = {"loss": loss.detach().real.to(torch.float64, copy=True)}  # copy: the state changes in place
         if self.x_true is not None or self.gains_true is not None:
             xs, gs = fix_gauge(x, gains)
             if self.x_true is not None:
-                entries["error_x"] = relative_error(xs, self.x_true.to(xs.dtype))
+                entries["error_x"] = relative_error(xs, self.x_true.to(xs.dtype)).to(torch.float64)
             if self.gains_true is not None:
-                entries["error_gains"] = relative_error(gs, self.gains_true.to(gs.dtype))
+                entries["error_gains"] = relative_error(gs, self.gains_true.to(gs.dtype)).to(torch.float64)
+        return entries
+
+    def append(self, entries: dict[str, torch.Tensor], passes: list[int]) -> None:
+        """Append records of shape (B,) (one iteration) or (K, B) (K iterations) with their pass counts."""
+        block = entries["loss"].dim() == 2
+        count = entries["loss"].shape[0] if block else 1
         for key, value in entries.items():  # kept on the device: no host synchronisation per iteration
-            self.records.setdefault(key, []).append(value.detach().to(torch.float64))
+            self.records.setdefault(key, []).extend(value.unbind(0) if block else [value])
+        reference = entries["loss"][0] if block else entries["loss"]
+        self.records.setdefault("passes", []).extend(torch.full_like(reference, p) for p in passes[-count:])
         if len(self.records["loss"]) > 1 and not self.bar.disable:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{float(loss.real.max()):.3e}")
+            self.bar.update(count)
+            self.bar.set_postfix(loss=f"{float(reference.max()):.3e}")
+
+    def record(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor, passes: int) -> None:
+        self.append(self.entries(x, gains, loss), [passes])
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` records (drops the frozen iterations of a last CUDA-graph block)."""
+        for values in self.records.values():
+            del values[length:]
 
     def result(self, x: torch.Tensor, gains: torch.Tensor, iterations: int, converged: torch.Tensor
                ) -> CalibrationResult:

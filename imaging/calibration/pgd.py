@@ -48,95 +48,160 @@ def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
+class _Iteration:
+    """The PGD state and one iteration that updates it in place, without host synchronisation, so that a block of
+    iterations can be captured in a CUDA graph and replayed (on CUDA, launches dominate at these sizes)."""
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, Z, Bg, box, line_search: bool, step: float,
+                 tol: float, history: History) -> None:
+        self.sensing, self.y, self.Z, self.Bg, self.box = sensing, y, Z, Bg, box
+        self.line_search, self.step, self.tol, self.history = line_search, step, tol, history
+        B, p, m = y.shape
+        self.m, self.mp = m, m * p
+        real = y.real.dtype
+        self.xi = _project(back_projection(sensing, y), Z)
+        self.gam = torch.ones(B, m, dtype=y.dtype, device=y.device)
+        self.fixed_gain_step = step * m / _norm2(self.xi).clamp_min(torch.finfo(real).tiny)
+        self.u, self.g_x, self.g_g, self.f = self.exact(self.xi, self.gam)
+        self.f0 = self.f.clone()
+        self.floor = (100 * torch.finfo(real).eps) ** 2
+        self.active = torch.ones(B, dtype=torch.bool, device=y.device)
+        self.converged = torch.zeros_like(self.active)
+        self.iterations = torch.zeros(B, dtype=torch.long, device=y.device)
+        self.scale = torch.ones(B, dtype=real, device=y.device)  # halved after a rejected step
+
+    def exact(self, xi: torch.Tensor, gam: torch.Tensor):
+        """(u = A ξ, ∇_ξ f, ∇_γ f, f) from scratch: two passes."""
+        u = self.sensing.sense(xi)
+        r = gam[:, None, :] * u - self.y
+        g_x, g_g = self.sensing.gradients(r, gam, u)
+        return u, _project(g_x / self.mp, self.Z), g_g / self.mp, loss_of(r)
+
+    def refresh(self) -> None:
+        """Recompute u and the gradients exactly, ending the drift of the linearity updates."""
+        for mine, fresh in zip((self.u, self.g_x, self.g_g, self.f), self.exact(self.xi, self.gam)):
+            mine.copy_(fresh)
+
+    def __call__(self) -> dict[str, torch.Tensor]:
+        mp, y, u, gam, g_x = self.mp, self.y, self.u, self.gam, self.g_x
+        h = self.g_g - self.g_g.mean(1, keepdim=True) if self.Bg is None else _project(self.g_g, self.Bg)
+        h_norm2 = _norm2(h)
+        if self.line_search:
+            mu_g = mp * _safe_ratio(h_norm2, (h.abs() ** 2 * (u.abs() ** 2).sum(1)).sum(1))
+        else:
+            mu_g = self.fixed_gain_step
+        mu_g = mu_g * self.scale
+        gam_new = project_gains(gam - mu_g[:, None] * h, self.box)
+        c = gam_new.conj()[:, None, :] * (gam_new[:, None, :] * u - y)
+        v, Q, P, energy = self.sensing.normal_pass(g_x, (gam_new.abs() ** 2).to(self.scale.dtype), c)
+        g_x_norm2 = _norm2(g_x)
+        if self.line_search:
+            mu_x = mp * _safe_ratio(g_x_norm2, ((gam.abs() ** 2) * energy).sum(1))
+        else:
+            mu_x = torch.full_like(self.scale, self.step)
+        mu_x = mu_x * self.scale
+        xi_new = self.xi - mu_x[:, None] * g_x
+        u_new = u - mu_x[:, None, None] * v
+        g_x_new = _project((P - mu_x[:, None] * Q) / mp, self.Z)
+        r = gam_new[:, None, :] * u_new - y
+        g_g_new, f_new = (u_new.conj() * r).sum(1) / mp, loss_of(r)
+        f = self.f
+        accept = self.active & (f_new <= f * (1 + 1e-12))
+        step2 = mu_x ** 2 * g_x_norm2 / _norm2(self.xi).clamp_min(1e-300) + mu_g ** 2 * h_norm2 / self.m
+        done = accept & ((step2 < self.tol ** 2) | (f - f_new <= 1e-10 * f) | (f_new <= self.floor * self.f0))
+        keep = accept[:, None]
+        for mine, new in ((self.xi, xi_new), (self.gam, gam_new), (self.g_x, g_x_new), (self.g_g, g_g_new)):
+            mine.copy_(torch.where(keep, new, mine))
+        self.u.copy_(torch.where(keep[:, None], u_new, u))
+        self.f.copy_(torch.where(accept, f_new, f))
+        self.iterations.add_(self.active.long())
+        self.scale.copy_(torch.where(accept | ~self.active, torch.ones_like(self.scale), self.scale / 2))
+        self.converged.logical_or_(done)
+        self.active.logical_and_(~done & (self.scale > 1e-12))
+        return self.history.entries(self.xi, self.gam, self.f)
+
+
+def _capture(iteration: _Iteration, block: int):
+    """Capture `block` iterations in a CUDA graph, after the warm-up torch requires (on a side stream; those are real
+    iterations too). Returns the graph, its stacked records (K, B) (overwritten by every replay) and the warm-up's."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        warm = [iteration() for _ in range(block)]
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        records = [iteration() for _ in range(block)]
+        stacked = {key: torch.stack([r[key] for r in records]) for key in records[0]}
+    warm = {key: torch.stack([r[key] for r in warm]) for key in warm[0]}
+    return graph, stacked, warm
+
+
 def pgd(sensing: GainSensing, y: torch.Tensor, *, rho: float | None = 0.99, max_iter: int = 500,
         tol: float | None = None, line_search: bool = True, step: float = 0.5,
         image_basis: torch.Tensor | None = None, gain_basis: torch.Tensor | None = None,
-        refresh_every: int = 50, x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
-        progress: bool = False) -> CalibrationResult:
+        refresh_every: int = 50, cuda_graph: bool | None = None, x_true: torch.Tensor | None = None,
+        gains_true: torch.Tensor | None = None, progress: bool = False) -> CalibrationResult:
     """Projected gradient descent for y_l = diag(d) A_l x (batched: y (B, p, m)).
 
-    rho: gains kept in [1 − ρ, 1 + ρ] (None: only mean 1; ignored with gain_basis). tol: stop when the relative step
-    (μ_ξ‖∇_ξ f‖/‖ξ‖)² + (μ_γ‖h‖)²/m < tol² (default 1e-7 in float64, 1e-5 in float32), when f ≤ (100 ε)² f₀ (ε: machine epsilon),
-    or when f stops decreasing (relative change < 1e-10). line_search=False uses the fixed steps μ_ξ = step,
-    μ_γ = step·m/‖ξ₀‖². Returns gauge-normalised estimates and the history (see `CalibrationResult`)."""
+    rho: gains kept in [1 − ρ, 1 + ρ] (None: only mean 1; ignored with gain_basis). tol: stop when the relative
+    step (μ_ξ‖∇_ξ f‖/‖ξ‖)² + (μ_γ‖h‖)²/m < tol² (default 1e-7 in float64, 1e-5 in float32), when f ≤ (100 ε)² f₀
+    (ε: machine epsilon), or when f stops decreasing (relative change < 1e-10). line_search=False uses the fixed
+    steps μ_ξ = step, μ_γ = step·m/‖ξ₀‖². cuda_graph (default: on CUDA tensors) replays blocks of 10 iterations from
+    a CUDA graph and checks convergence once per block. Returns gauge-normalised estimates and the history (see
+    `CalibrationResult`)."""
     owner = "calibration.pgd"
     check_measurements(sensing, y, owner)
     if gain_basis is None:
         check_rho(rho, owner)
     if max_iter < 0:
         raise ValueError(f"{owner}: argument 'max_iter' must be >= 0, got {max_iter}")
+    if refresh_every < 1:
+        raise ValueError(f"{owner}: argument 'refresh_every' must be >= 1, got {refresh_every}")
     B, p, m = y.shape
-    mp = m * p
     real_dtype = y.real.dtype
     tol = tol if tol is not None else (1e-7 if real_dtype == torch.float64 else 1e-5)
     Z = orthonormal_basis(image_basis, sensing.pixels, owner, "image_basis") if image_basis is not None else None
     Bg = (orthonormal_basis(gain_basis, m, owner, "gain_basis", remove_mean=True).to(y.dtype)
           if gain_basis is not None else None)
     Z = Z.to(y.dtype) if Z is not None else None
-    box = None if Bg is not None else rho
     history = History(expand_truth(x_true, B), expand_truth(gains_true, B), max_iter, progress, "PGD")
+    block = 10
+    use_graph = y.is_cuda if cuda_graph is None else cuda_graph
+    if use_graph and not y.is_cuda:
+        raise ValueError(f"{owner}: cuda_graph=True needs CUDA tensors, got {y.device}")
 
     with torch.no_grad():
-        xi = _project(back_projection(sensing, y), Z)
-        gam = torch.ones(B, m, dtype=y.dtype, device=y.device)
-        passes = 1
-        fixed_gain_step = step * m / _norm2(xi).clamp_min(torch.finfo(real_dtype).tiny)
+        state = _Iteration(sensing, y, Z, Bg, None if Bg is not None else rho, line_search, step, tol, history)
+        passes = [3]  # back projection + the first exact gradient
+        history.append(history.entries(state.xi, state.gam, state.f), passes)
 
-        def exact_state(xi, gam):
-            u = sensing.sense(xi)
-            r = gam[:, None, :] * u - y
-            g_x, g_g = sensing.gradients(r, gam, u)
-            return u, _project(g_x / mp, Z), g_g / mp, loss_of(r)
+        def count(iterations: int) -> None:
+            for _ in range(iterations):
+                passes.append(passes[-1] + 1)
 
-        u, g_x, g_g, f = exact_state(xi, gam)
-        passes += 2
-        f0 = f.clone()
-        history.record(xi, gam, f, passes)
-        active = torch.ones(B, dtype=torch.bool, device=y.device)
-        scale = torch.ones(B, dtype=real_dtype, device=y.device)  # halved after a rejected step
-        converged = torch.zeros(B, dtype=torch.bool, device=y.device)
-        iteration = 0
-        for iteration in range(1, max_iter + 1):
-            h = g_g - g_g.mean(1, keepdim=True) if Bg is None else _project(g_g, Bg)
-            if line_search:
-                mu_g = mp * _safe_ratio(_norm2(h), ((h.abs() ** 2) * (u.abs() ** 2).sum(1)).sum(1))
+        done = refreshed = 0
+        graph = None
+        while done < max_iter:
+            if use_graph and max_iter - done >= block:  # whole blocks from the graph, the remainder eagerly
+                if graph is None:
+                    graph, stacked, records = _capture(state, block)
+                else:
+                    graph.replay()
+                    records = {key: value.clone() for key, value in stacked.items()}
+                count(block)
+                done += block
             else:
-                mu_g = fixed_gain_step
-            mu_g = mu_g * scale
-            gam_new = project_gains(gam - mu_g[:, None] * h, box)
-            c = gam_new.conj()[:, None, :] * (gam_new[:, None, :] * u - y)
-            v, Q, P, energy = sensing.normal_pass(g_x, (gam_new.abs() ** 2).to(real_dtype), c)
-            passes += 1
-            if line_search:
-                mu_x = mp * _safe_ratio(_norm2(g_x), ((gam.abs() ** 2) * energy).sum(1))
-            else:
-                mu_x = torch.full_like(scale, step)
-            mu_x = mu_x * scale
-            xi_new = xi - mu_x[:, None] * g_x
-            u_new = u - mu_x[:, None, None] * v
-            if iteration % refresh_every == 0:
-                u_new, g_x_new, g_g_new, f_new = exact_state(xi_new, gam_new)
-                passes += 2
-            else:
-                g_x_new = _project((P - mu_x[:, None] * Q) / mp, Z)
-                r = gam_new[:, None, :] * u_new - y
-                g_g_new, f_new = (u_new.conj() * r).sum(1) / mp, loss_of(r)
-            accept = active & (f_new <= f * (1 + 1e-12))
-            step_size = (mu_x * torch.linalg.vector_norm(g_x, dim=1)) ** 2 / _norm2(xi).clamp_min(1e-300) \
-                + (mu_g * torch.linalg.vector_norm(h, dim=1)) ** 2 / m
-            stalled = (f - f_new) <= 1e-10 * f
-            tiny = f_new <= (100 * torch.finfo(real_dtype).eps) ** 2 * f0
-            done = accept & ((step_size < tol ** 2) | stalled | tiny)
-
-            def pick(new, old):
-                return torch.where(accept.view(-1, *([1] * (new.dim() - 1))), new, old)
-
-            xi, u, gam, g_x, g_g, f = (pick(xi_new, xi), pick(u_new, u), pick(gam_new, gam), pick(g_x_new, g_x),
-                                       pick(g_g_new, g_g), pick(f_new, f))
-            scale = torch.where(accept | ~active, torch.ones_like(scale), scale / 2)
-            converged |= done
-            active &= ~done & (scale > 1e-12)
-            history.record(xi, gam, f, passes)
-            if not bool(active.any()):
+                records = state()
+                count(1)
+                done += 1
+            history.append(records, passes)
+            if done // refresh_every > refreshed and done < max_iter:
+                refreshed = done // refresh_every
+                state.refresh()
+                passes[-1] += 2
+            if not bool(state.active.any()):
                 break
-    return history.result(xi, gam, iteration, converged)
+        iterations = int(state.iterations.max())
+        history.truncate(iterations + 1)
+    return history.result(state.xi, state.gam, iterations, state.converged)
