@@ -56,6 +56,18 @@ TORCH_LIBRARY(imaging, m) {
   // per-sensor energies e[b, i] = Σ_l v[b, l, i]² (B, m) that the exact line searches need. With w = g² this is
   // the normal operator Aᵀ diag(g²) A s; projected gradient descent uses it to fuse an iteration into one pass.
   m.def("gain_normal_pass(Tensor A, Tensor s, Tensor weights, Tensor? c=None) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // Field of experts R(x) = Σ_i a_i Σ_p φ((k_i ⋆ P x)_p; ν_i) per plane of x (N, C, H, W): K filters k_i (K, kh, kw)
+  // (odd sizes, correlation as conv2d), weights a (K,), shapes ν (K,) > 0, potential φ "abs" = sqrt(z² + ν²) or
+  // "student" = log(1 + z²/ν²), P the "reflect" or "zero" padding by (kh/2, kw/2) ("same" output size).
+  m.def("foe_energy(Tensor x, Tensor filters, Tensor weights, Tensor nu, str potential='abs', "
+        "str padding='reflect') -> Tensor");  // (N, C)
+  // ∇_x R = Σ_i a_i Pᵀ k_i ⋆ᵀ φ'(k_i ⋆ P x): filter, potential derivative and adjoint filter fused, (N, C, H, W).
+  m.def("foe_grad(Tensor x, Tensor filters, Tensor weights, Tensor nu, str potential='abs', "
+        "str padding='reflect') -> Tensor");
+  // Hessian-vector product ∇²_x R v = Σ_i a_i Pᵀ k_i ⋆ᵀ (φ''(k_i ⋆ P x) ⊙ k_i ⋆ P v), (N, C, H, W).
+  m.def("foe_hvp(Tensor x, Tensor v, Tensor filters, Tensor weights, Tensor nu, str potential='abs', "
+        "str padding='reflect') -> Tensor");
 }
 
 // A Python module so that `import imaging._C` loads the library and runs the registrations above.

@@ -37,4 +37,14 @@ inline std::vector<double> sum_rows_per_plane(const std::vector<double>& per_row
   return out;
 }
 
+// A per-thread scratch buffer of at least `elements` values, reused from call to call (kernels allocate their
+// outputs and nothing else per call). The pointer stays valid until the same thread asks for a larger buffer.
+template <typename T>
+T* workspace(int64_t elements, int slot = 0) {
+  static thread_local std::vector<T> buffers[2];
+  std::vector<T>& buffer = buffers[slot];
+  if (static_cast<int64_t>(buffer.size()) < elements) buffer.resize(elements);
+  return buffer.data();
+}
+
 }  // namespace imaging

@@ -101,13 +101,6 @@ int64_t chunk_count(const GainShape& s, int outputs, size_t element) {
   return chunks;
 }
 
-template <typename T>
-T* workspace(int64_t elements) {
-  static thread_local std::vector<T> buffer;
-  if (static_cast<int64_t>(buffer.size()) < elements) buffer.resize(elements);
-  return buffer.data();
-}
-
 // The adjoint pass over A, optionally fused with a forward pass:
 //   P[b] = Σ_rows A_row · (c[b, row] · scale[b, sensor])          (c may be null: P stays zero)
 //   FORWARD:  v[b, row] = A_row · s[b],  Q[b] = Σ_rows A_row · (w[b, sensor] · v[b, row])
