@@ -52,19 +52,28 @@ def _foe_energy_torch(x, filters, weights, nu, potential="abs", padding="reflect
     return values.sum((1, 2, 3)).reshape(x.shape[0], x.shape[1])
 
 
+def _differentiable(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _foe_grad_torch(x, filters, weights, nu, potential="abs", padding="reflect"):
-    """∇_x of the summed reference energy, by autograd (differentiable again: create_graph)."""
+    """∇_x of the summed reference energy, by autograd (itself differentiable when an input requires grad)."""
+    graph = _differentiable(x, filters, weights, nu)
     with torch.enable_grad():
         x_ = x if x.requires_grad else x.detach().requires_grad_()
         energy = _foe_energy_torch(x_, filters, weights, nu, potential, padding).sum()
-        return torch.autograd.grad(energy, x_, create_graph=True)[0]
+        grad = torch.autograd.grad(energy, x_, create_graph=graph)[0]
+    return grad if graph else grad.detach()
 
 
 def _foe_hvp_torch(x, v, filters, weights, nu, potential="abs", padding="reflect"):
+    graph = _differentiable(x, v, filters, weights, nu)
     with torch.enable_grad():
         x_ = x if x.requires_grad else x.detach().requires_grad_()
-        grad = _foe_grad_torch(x_, filters, weights, nu, potential, padding)
-        return torch.autograd.grad((grad * v).sum(), x_, create_graph=True)[0]
+        energy = _foe_energy_torch(x_, filters, weights, nu, potential, padding).sum()
+        grad = torch.autograd.grad(energy, x_, create_graph=True)[0]
+        hvp = torch.autograd.grad((grad * v).sum(), x_, create_graph=graph)[0]
+    return hvp if graph else hvp.detach()
 
 
 def check_foe(op: str, x: object, filters: object, weights: object, nu: object, potential: str, padding: str,
