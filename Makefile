@@ -48,6 +48,7 @@ bench: build
 	$(PY) benchmarks/finite_diff.py
 	$(PY) benchmarks/tv_denoise.py
 	$(PY) benchmarks/calibration.py
+	$(PY) benchmarks/foe.py
 
 # The peer deepinv needs torchvision, which does not import beside the project's torch: it gets its own venv,
 # which benchmarks/tv_denoise.py runs as a subprocess when present (about 5.5 GB).
