@@ -132,6 +132,15 @@ def test_cuda_matches_cpu(shape, filter_shape, potential, padding, dtype):
 
 
 @requires_cuda
+def test_cuda_large_filter_banks_are_processed_in_plane_groups():
+    cpu = make((3, 1, 520, 520), (256, 3, 3), torch.float32)  # K·H·W > 2^26: one plane per workspace group
+    x, v, k, a, nu = [t.cuda() for t in cpu]
+    assert relative(F.foe_grad(x, k, a, nu).cpu(), F.foe_grad(cpu[0], *cpu[2:])) < 1e-4
+    assert relative(F.foe_hvp(x, v, k, a, nu).cpu(), F.foe_hvp(*cpu)) < 1e-4
+    assert torch.equal(F.foe_grad(x, k, a, nu), F.foe_grad(x, k, a, nu))  # deterministic
+
+
+@requires_cuda
 def test_cuda_opcheck_and_gradcheck():
     x, v, k, a, nu = make((1, 2, 6, 5), (2, 3, 3), device="cuda")
     torch.library.opcheck(torch.ops.imaging.foe_grad.default, (x, k, a, nu, "abs", "reflect"))

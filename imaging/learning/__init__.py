@@ -1,0 +1,5 @@
+"""Learning regularisation parameters from data: lower-level solvers with certified accuracy (and, to come, the
+bilevel method MAID)."""
+from imaging.learning.lower_level import LowerLevelResult, RegularisedLeastSquares, accelerated_gradient
+
+__all__ = ["RegularisedLeastSquares", "accelerated_gradient", "LowerLevelResult"]

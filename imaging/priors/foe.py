@@ -1,0 +1,93 @@
+r"""The field-of-experts prior (Roth & Black): a learned sum of potentials of filter responses.
+
+    R(x) = Σ_i a_i Σ_p φ((k_i ⋆ P x)_p; ν_i),   a_i = exp(log_weights_i) > 0,   ν_i = exp(log_nu_i) > 0
+
+per image plane, with K filters k_i (K, kh, kw), the smoothed absolute value φ(z; ν) = sqrt(z² + ν²) (convex, so R
+is convex) or the Student-t φ(z; ν) = log(1 + z²/ν²), and reflect or zero padding. Weights and shapes are kept in
+log form so that gradient-based learning keeps them positive. Value, gradient and Hessian-vector product run on
+the compiled `imaging::foe_*` ops; all are differentiable in the parameters (for bilevel learning).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from imaging.ops.foe import POTENTIALS, foe_energy, foe_grad, foe_hvp
+
+
+class FieldOfExperts(nn.Module):
+    """Field-of-experts regulariser with learnable `filters` (K, kh, kw), `log_weights` (K,) and `log_nu` (K,).
+
+    Args:
+        filters: initial filters (K, kh, kw), odd sizes.
+        weights, nu: initial a_i and ν_i (scalars or (K,)), positive.
+        potential: "abs" (smoothed |z|, convex) or "student" (Student-t, non-convex).
+        padding: "reflect" or "zero".
+    """
+
+    def __init__(self, filters: torch.Tensor, weights: float | torch.Tensor = 1e-2,
+                 nu: float | torch.Tensor = 1e-2, potential: str = "abs", padding: str = "reflect") -> None:
+        super().__init__()
+        if not isinstance(filters, torch.Tensor) or filters.dim() != 3:
+            raise ValueError("FieldOfExperts: argument 'filters' must be a tensor of shape (K, kh, kw)")
+        if potential not in POTENTIALS:
+            raise ValueError(f"FieldOfExperts: argument 'potential' must be one of {POTENTIALS}, got {potential!r}")
+        K = filters.shape[0]
+        weights, nu = (torch.as_tensor(t, dtype=filters.dtype).expand(K).clone() for t in (weights, nu))
+        for name, t in (("weights", weights), ("nu", nu)):
+            if not bool((t > 0).all()):
+                raise ValueError(f"FieldOfExperts: argument '{name}' must be positive")
+        self.filters = nn.Parameter(filters.clone())
+        self.log_weights = nn.Parameter(weights.log())
+        self.log_nu = nn.Parameter(nu.log())
+        self.potential, self.padding = potential, padding
+
+    @classmethod
+    def random(cls, count: int = 24, size: int = 5, *, weights: float = 1e-2, nu: float = 1e-2,
+               potential: str = "abs", padding: str = "reflect", dtype: torch.dtype = torch.float64,
+               seed: int = 0) -> "FieldOfExperts":
+        """Zero-mean random filters (unit ℓ2 norm): a starting point for learning."""
+        gen = torch.Generator().manual_seed(seed)
+        filters = torch.randn(count, size, size, generator=gen, dtype=dtype)
+        filters = filters - filters.mean((1, 2), keepdim=True)
+        filters = filters / torch.linalg.vector_norm(filters, dim=(1, 2), keepdim=True)
+        return cls(filters, weights, nu, potential, padding)
+
+    def _args(self, x: torch.Tensor) -> tuple:
+        cast = lambda t: t.to(dtype=x.dtype, device=x.device)  # noqa: E731
+        return cast(self.filters), cast(self.log_weights.exp()), cast(self.log_nu.exp()), self.potential, self.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value(x)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """R per sample, (N, C, H, W) -> (N,) (summed over channels)."""
+        filters, weights, nu, potential, padding = self._args(x)
+        return foe_energy(x, filters, weights, nu, potential, padding).sum(1)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """∇_x Σ R(x), (N, C, H, W)."""
+        return foe_grad(x, *self._args(x))
+
+    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """∇²_x Σ R(x) · v, (N, C, H, W)."""
+        filters, weights, nu, potential, padding = self._args(x)
+        return foe_hvp(x, v, filters, weights, nu, potential, padding)
+
+    def lipschitz_bound(self) -> float:
+        """An upper bound of the Lipschitz constant of ∇R: Σ_i a_i ‖k_i‖₁² sup φ'' · ‖P‖², with sup φ'' = 1/ν
+        ("abs") or 2/ν² ("student") and ‖P‖² ≤ 4 for reflect padding (1 for zero padding)."""
+        with torch.no_grad():
+            a, nu = self.log_weights.exp(), self.log_nu.exp()
+            curvature = 1 / nu if self.potential == "abs" else 2 / nu ** 2
+            l1 = self.filters.abs().sum((1, 2))
+            pad = 4.0 if self.padding == "reflect" else 1.0
+            return float((a * l1 ** 2 * curvature).sum()) * pad
+
+    @property
+    def convex(self) -> bool:
+        return self.potential == "abs"
+
+    def extra_repr(self) -> str:
+        K, kh, kw = self.filters.shape
+        return f"filters={K}x{kh}x{kw}, potential={self.potential!r}, padding={self.padding!r}"
