@@ -1,16 +1,23 @@
 // CUDA kernels of the field-of-experts ops (schemas in csrc/imaging.cpp, checks, padding map and potentials in
-// csrc/foe.h, same maths as csrc/cpu/foe.cpp). Images are P = N*C planes of H x W; K filters of kh x kw (odd);
-// the padded plane is never stored: every read of P x goes through padded_source.
-//  - energy_kernel: grid (chunks, planes); each block sums a_i φ(z_i) in double over a fixed strided share of its
-//    plane's K*H*W responses and writes one partial (P * chunks doubles); plane_sum_kernel adds a plane's partials
-//    in a fixed order. No atomics: the result depends only on the shapes.
-//  - field_kernel: one thread per (plane, filter, y, x): z = k_i ⋆ P x there and t = a_i φ'(z) (grad) or
-//    t = a_i φ''(z) (k_i ⋆ P v) (hvp), written to a workspace t (planes, K, H, W).
-//  - gather_kernel: one thread per output pixel (plane, sy, sx): g = Σ over the padded positions (py, px) whose
-//    source is (sy, sx) (one for zero padding, up to 2 per axis for reflect) of Σ_i Σ_{dy,dx} k_i[dy,dx]
-//    t_i[py-dy, px-dx], i.e. the adjoint filter followed by the adjoint padding, without atomics (deterministic).
-// Workspace of grad/hvp: planes are processed in groups of G = clamp(2^26 / (K*H*W), 1, P) planes, so at most
-// G*K*H*W values of x's dtype (P*K*H*W when that is below 2^26 values, e.g. 256 MiB in float32).
+// csrc/foe.h, same maths as csrc/cpu/foe.cpp). Images are P = N*C planes of H x W; K filters of kh x kw (odd); the
+// padded plane (Hp x Wp = H + kh - 1 x W + kw - 1) is never stored: x is read through padded_source.
+// Tiled kernels: blocks of 32 x 4 threads own a 32 x 32 tile, a thread 8 rows of one column (a warp reads 32
+// consecutive shared-memory words); `correlate` holds a column of 8 + kh - 1 tile values in registers per tap column.
+//  - response_tile_kernel, grid (tiles of the H x W outputs, chunks of 8 filters, planes): loads the padded x tile
+//    with its halo, (32 + kh - 1) x (32 + kw - 1) values (and v's for hvp), and the chunk's taps once; then per
+//    filter z = k_i ⋆ P x and t_i = a_i φ'(z) (grad) or a_i φ''(z) (k_i ⋆ P v) (hvp) into the workspace t
+//    (P, K, H, W), or (energy) Σ a_i φ(z) in double, one partial per block that plane_sum_kernel adds.
+//  - gather_tile_kernel, grid (tiles of the Hp x Wp padded grid, C = clamp(ceil(K / 8), 1, 8) filter chunks,
+//    planes): per filter of its chunk, t_i's tile with halo (rows py - kh + 1.., zeros outside the image) and k_i's
+//    reversed taps go to shared memory and gp += k_i ⋆ᵀ t_i (a correlation with the flipped filter) in registers;
+//    writes gp (P, C, Hp, Wp). fold_kernel, a thread per pixel, adds over the chunks the (1 to 9) padded positions
+//    whose source it is: the adjoint of the padding.
+// Shared memory: (32 + kh - 1)(32 + kw - 1) values (x2 for hvp) + 8 kh kw taps (response), (32 + kh - 1)(32 + kw - 1)
+// + kh kw (gather): 7.3 KiB for 7x7 in float32. Compile-time kh for 3, 5, 7, run-time kh otherwise. Beyond 48 KiB
+// (square filters: float32 grad from 33x33, hvp from 27x27; float64 grad from 21x21, hvp from 17x17) the same
+// kernels run with at most 256 blocks that keep their tiles in a global scratch instead (slower, same results).
+// No atomics: every value is written by one thread and every sum has a fixed order set by the shapes. Workspace of
+// grad/hvp: t and gp for groups of G = clamp(2^26 / (K*H*W + C*Hp*Wp), 1, P) planes (<= 2^26 values when G > 1).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -22,15 +29,23 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "../foe.h"
 
 namespace imaging {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxWorkspace = int64_t(1) << 26;  // values of t per group of planes
-constexpr int64_t kMaxChunks = 512;                  // energy partials per plane
+constexpr int kThreads = 256;                        // simple kernels
+constexpr int kTile = 32;                            // tiled kernels: 32 x 32 outputs per block,
+constexpr int kRows = 8;                             // 8 rows of one column per thread,
+constexpr int kTileThreads = kTile * kTile / kRows;  // 128 threads (32 x 4)
+constexpr int kFilterChunk = 8;                      // filters per response block
+constexpr int64_t kMaxShared = 48 * 1024 - 256;      // dynamic shared memory (block_sum takes 256 B)
+constexpr int64_t kMaxWorkspace = int64_t(1) << 26;  // values of t and gp per group of planes
+constexpr int64_t kScratchBlocks = 256;              // blocks of the tiled kernels with global scratch
+
+enum class Mode { Energy, Grad, Hvp };
 
 void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
   TORCH_CHECK(t.is_cuda(), "imaging::", op, ": argument '", arg, "' must be a CUDA tensor, got ", t.device());
@@ -43,24 +58,176 @@ unsigned int blocks_for(int64_t total) {
 #define GRID_STRIDE(i, total) \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (total); i += int64_t(blockDim.x) * gridDim.x)
 
-// z = (k ⋆ P x)[y, x] and, when HVP, zv = (k ⋆ P v)[y, x] (xb, vb: one plane; zero padding skips the taps).
-template <typename T, bool HVP>
-__device__ __forceinline__ void responses_at(const T* __restrict__ xb, const T* __restrict__ vb,
-                                             const T* __restrict__ k, int64_t y, int64_t x, const FoeShape& s, T& z,
-                                             T& zv) {
-  z = T(0);
-  zv = T(0);
-  for (int64_t dy = 0; dy < s.kh; ++dy) {
-    const int64_t sy = padded_source(y + dy, s.pad_h, s.height, s.reflect);
-    if (sy < 0) continue;
-    const T* xr = xb + sy * s.width;
-    const T* vr = HVP ? vb + sy * s.width : nullptr;
-    for (int64_t dx = 0; dx < s.kw; ++dx) {
-      const int64_t sx = padded_source(x + dx, s.pad_w, s.width, s.reflect);
-      if (sx < 0) continue;
-      const T w = __ldg(k + dy * s.kw + dx);
-      z += w * __ldg(xr + sx);
-      if constexpr (HVP) zv += w * __ldg(vr + sx);
+// Block-wide sum of one double per thread, valid in thread (0, 0) (fixed shuffle/shared-memory order).
+__device__ __forceinline__ double block_sum(double value) {
+  __shared__ double partial[32];
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x, warps = blockDim.x * blockDim.y / 32;
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
+  if (tid % 32 == 0) partial[tid / 32] = value;
+  __syncthreads();
+  if (tid < 32) {
+    value = tid < warps ? partial[tid] : 0.0;
+    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
+  }
+  __syncthreads();  // partial may be reused by the next call
+  return value;
+}
+
+// out[b] = Σ_c partials[b * count + c]: a block per plane, fixed strided shares and block_sum order.
+template <typename T>
+__global__ void plane_sum_kernel(const double* __restrict__ partials, int64_t planes, int64_t count,
+                                 T* __restrict__ out) {
+  for (int64_t b = blockIdx.x; b < planes; b += gridDim.x) {
+    double sum = 0.0;
+    for (int64_t c = threadIdx.x; c < count; c += blockDim.x) sum += partials[b * count + c];
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) out[b] = static_cast<T>(sum);
+  }
+}
+
+// acc[j] += Σ_{dx < kw, dy < kh} w[dy kw + dx] S[(r0 + j + dy) ld + c + dx], j < kRows (S, w in shared memory).
+// Each value of S read serves up to kh taps: the column S[r0.., c + dx] is held in registers (KH = 0: run-time kh,
+// a sliding window of kRows values).
+template <typename T, int KH>
+__device__ __forceinline__ void correlate(const T* S, int ld, int r0, int c, const T* w, int kh, int kw,
+                                          T (&acc)[kRows]) {
+  for (int dx = 0; dx < kw; ++dx) {
+    const T* col = S + r0 * ld + c + dx;
+    if constexpr (KH > 0) {
+      T v[kRows + KH - 1];
+#pragma unroll
+      for (int r = 0; r < kRows + KH - 1; ++r) v[r] = col[r * ld];
+#pragma unroll
+      for (int dy = 0; dy < KH; ++dy) {
+        const T wv = w[dy * kw + dx];
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) acc[j] += wv * v[j + dy];
+      }
+    } else {
+      T v[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) v[r] = col[r * ld];
+      for (int dy = 0; dy < kh; ++dy) {
+        const T wv = w[dy * kw + dx];
+#pragma unroll
+        for (int j = 0; j < kRows; ++j) acc[j] += wv * v[j];
+        if (dy + 1 == kh) break;
+#pragma unroll
+        for (int j = 0; j + 1 < kRows; ++j) v[j] = v[j + 1];
+        v[kRows - 1] = col[(kRows + dy) * ld];
+      }
+    }
+  }
+}
+
+// The block's tiles: dynamic shared memory or, for filters too large for it, the block's slice of `scratch` in
+// global memory (the same code runs there: __syncthreads orders a block's global accesses too).
+template <typename T>
+__device__ __forceinline__ T* tile_memory(T* scratch, int64_t size) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (scratch == nullptr) return reinterpret_cast<T*>(smem);
+  return scratch + (blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z)) * size;
+}
+
+// Responses on tiles blockIdx.x + m gridDim.x of H x W, filter chunks blockIdx.y + m gridDim.y, planes blockIdx.z +
+// m gridDim.z: t (grad, hvp) or partials[b, blockIdx.y, blockIdx.x] (energy), see the top.
+template <typename T, Mode MODE, int KH>
+__global__ void __launch_bounds__(kTileThreads)
+    response_tile_kernel(const T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ filters,
+                         const T* __restrict__ weights, const T* __restrict__ nu, FoeShape s, int64_t planes,
+                         int64_t tiles_x, int64_t tiles, T* __restrict__ t, double* __restrict__ partials,
+                         T* scratch) {
+  const int kh = KH > 0 ? KH : int(s.kh), kw = int(s.kw), taps = kh * kw, rows = kTile + kh - 1, ld = kTile + kw - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y, r0 = ty * kRows;
+  T* sx = tile_memory(scratch, rows * ld * (MODE == Mode::Hvp ? 2 : 1) + kFilterChunk * taps);  // xp[y0 + i, x0 + j]
+  T* sv = sx + rows * ld;                                                  // hvp: vp[y0 + i, x0 + j]
+  T* sk = sv + (MODE == Mode::Hvp ? rows * ld : 0);                        // the chunk's taps
+  const int64_t H = s.height, W = s.width, HW = H * W, K = s.filters, chunks = (K + kFilterChunk - 1) / kFilterChunk;
+  for (int64_t b = blockIdx.z; b < planes; b += gridDim.z) {
+    double energy = 0.0;
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      const int64_t y0 = tile / tiles_x * kTile, x0 = tile % tiles_x * kTile;
+      __syncthreads();  // the previous tile is no longer read
+      for (int i = ty; i < rows; i += blockDim.y) {  // zeros beyond the padded plane (they feed no kept output)
+        const int64_t sy = y0 + i < s.padded_h() ? padded_source(y0 + i, s.pad_h, H, s.reflect) : -1;
+        for (int j = tx; j < ld; j += kTile) {
+          const int64_t sc = x0 + j < s.padded_w() ? padded_source(x0 + j, s.pad_w, W, s.reflect) : -1;
+          const bool in = sy >= 0 && sc >= 0;
+          sx[i * ld + j] = in ? x[b * HW + sy * W + sc] : T(0);
+          if constexpr (MODE == Mode::Hvp) sv[i * ld + j] = in ? v[b * HW + sy * W + sc] : T(0);
+        }
+      }
+      for (int64_t ch = blockIdx.y; ch < chunks; ch += gridDim.y) {
+        const int64_t f0 = ch * kFilterChunk;
+        const int nf = int(K - f0 < kFilterChunk ? K - f0 : kFilterChunk);
+        __syncthreads();  // the previous chunk's taps are no longer read
+        for (int e = ty * kTile + tx; e < nf * taps; e += kTileThreads) sk[e] = filters[f0 * taps + e];
+        __syncthreads();
+        for (int f = 0; f < nf; ++f) {
+          T z[kRows] = {}, zv[kRows] = {};
+          if (y0 + r0 < H) {  // warp-uniform
+            correlate<T, KH>(sx, ld, r0, tx, sk + f * taps, kh, kw, z);
+            if constexpr (MODE == Mode::Hvp) correlate<T, KH>(sv, ld, r0, tx, sk + f * taps, kh, kw, zv);
+          }
+          const T a = weights[f0 + f], n = nu[f0 + f];
+#pragma unroll
+          for (int j = 0; j < kRows; ++j) {
+            const int64_t y = y0 + r0 + j, xx = x0 + tx, e = ((b * K + f0 + f) * H + y) * W + xx;
+            if (y >= H || xx >= W) continue;
+            if constexpr (MODE == Mode::Energy) {
+              energy += static_cast<double>(a) * static_cast<double>(foe_potential(z[j], n * n, s.potential));
+            } else if constexpr (MODE == Mode::Grad) {
+              t[e] = a * foe_derivative(z[j], n * n, s.potential);
+            } else {
+              t[e] = a * foe_second_derivative(z[j], n * n, s.potential) * zv[j];
+            }
+          }
+        }
+      }
+    }
+    if constexpr (MODE == Mode::Energy) {
+      energy = block_sum(energy);
+      if (tx == 0 && ty == 0) partials[(b * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x] = energy;
+    }
+  }
+}
+
+// Adjoint on tiles blockIdx.x + m gridDim.x of the Hp x Wp padded grid, filter chunk blockIdx.y of gridDim.y, planes
+// blockIdx.z + m gridDim.z: gp[b, chunk, py, px] = Σ_{i in chunk} Σ_{dy, dx} k_i[dy, dx] t[b, i, py - dy, px - dx].
+template <typename T, int KH>
+__global__ void __launch_bounds__(kTileThreads)
+    gather_tile_kernel(const T* __restrict__ t, const T* __restrict__ filters, FoeShape s, int64_t planes,
+                       int64_t tiles_x, int64_t tiles, T* __restrict__ gp, T* scratch) {
+  const int kh = KH > 0 ? KH : int(s.kh), kw = int(s.kw), taps = kh * kw, rows = kTile + kh - 1, ld = kTile + kw - 1;
+  const int tx = threadIdx.x, ty = threadIdx.y, r0 = ty * kRows;
+  T* st = tile_memory(scratch, rows * ld + taps);  // t_i[py0 - kh + 1 + i, px0 - kw + 1 + j], 0 outside the image
+  T* sk = st + rows * ld;                          // k_i reversed: sk[dy kw + dx] = k_i[kh - 1 - dy, kw - 1 - dx]
+  const int64_t H = s.height, W = s.width, HW = H * W, K = s.filters, Hp = s.padded_h(), Wp = s.padded_w();
+  const int64_t per = (K + gridDim.y - 1) / gridDim.y, first = blockIdx.y * per;
+  const int64_t last = first + per < K ? first + per : K;
+  for (int64_t b = blockIdx.z; b < planes; b += gridDim.z) {
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      const int64_t y0 = tile / tiles_x * kTile, x0 = tile % tiles_x * kTile;
+      T acc[kRows] = {};
+      for (int64_t f = first; f < last; ++f) {
+        __syncthreads();  // the previous filter's tile is no longer read
+        const T* tf = t + (b * K + f) * HW;
+        for (int i = ty; i < rows; i += blockDim.y) {
+          const int64_t y = y0 - (kh - 1) + i;
+          for (int j = tx; j < ld; j += kTile) {
+            const int64_t xx = x0 - (kw - 1) + j;
+            st[i * ld + j] = (y >= 0 && y < H && xx >= 0 && xx < W) ? tf[y * W + xx] : T(0);
+          }
+        }
+        for (int e = ty * kTile + tx; e < taps; e += kTileThreads) sk[e] = filters[f * taps + taps - 1 - e];
+        __syncthreads();
+        if (y0 + r0 < Hp) correlate<T, KH>(st, ld, r0, tx, sk, kh, kw, acc);  // warp-uniform
+      }
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) {
+        const int64_t py = y0 + r0 + j, px = x0 + tx;
+        if (py < Hp && px < Wp) gp[((b * gridDim.y + blockIdx.y) * Hp + py) * Wp + px] = acc[j];
+      }
     }
   }
 }
@@ -77,102 +244,36 @@ __device__ __forceinline__ int padded_preimages(int64_t s, int64_t pad, int64_t 
   return m;
 }
 
-// Block-wide sum of one double per thread, valid in thread 0 (fixed shuffle/shared-memory order).
-__device__ __forceinline__ double block_sum(double value) {
-  __shared__ double partial[kThreads / 32];
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = value;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    value = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.0;
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-  }
-  __syncthreads();  // partial may be reused by the next call
-  return value;
-}
-
-// partials[b * gridDim.x + blockIdx.x] = Σ over this block's share of plane b of a_i φ(z_i[y, x]).
+// out[b, sy, sx] = Σ_c Σ_{(py, px) -> (sy, sx)} gp[b, c, py, px]: the adjoint of the padding, fixed order.
 template <typename T>
-__global__ void energy_kernel(const T* __restrict__ x, const T* __restrict__ filters, const T* __restrict__ weights,
-                              const T* __restrict__ nu, FoeShape s, double* __restrict__ partials) {
-  const int64_t HW = s.height * s.width, KHW = s.filters * HW, taps = s.kh * s.kw;
-  for (int64_t b = blockIdx.y; b < s.planes; b += gridDim.y) {
-    double acc = 0.0;
-    for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < KHW; e += int64_t(blockDim.x) * gridDim.x) {
-      const int64_t f = e / HW, y = (e / s.width) % s.height, xx = e % s.width;
-      T z, unused;
-      responses_at<T, false>(x + b * HW, nullptr, filters + f * taps, y, xx, s, z, unused);
-      const T n = __ldg(nu + f);
-      acc += static_cast<double>(__ldg(weights + f)) * static_cast<double>(foe_potential(z, n * n, s.potential));
-    }
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) partials[b * gridDim.x + blockIdx.x] = acc;
-  }
-}
-
-template <typename T>
-__global__ void plane_sum_kernel(const double* __restrict__ partials, int64_t planes, int64_t chunks,
-                                 T* __restrict__ out) {
-  GRID_STRIDE(b, planes) {
-    double sum = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) sum += partials[b * chunks + c];
-    out[b] = static_cast<T>(sum);
-  }
-}
-
-// t[b, i, y, x] = a_i φ'(z) (grad) or a_i φ''(z) (k_i ⋆ P v) (hvp) for the `planes` planes at x (and v).
-template <typename T, bool HVP>
-__global__ void field_kernel(const T* __restrict__ x, const T* __restrict__ v, const T* __restrict__ filters,
-                             const T* __restrict__ weights, const T* __restrict__ nu, FoeShape s, int64_t planes,
-                             T* __restrict__ t) {
-  const int64_t HW = s.height * s.width, KHW = s.filters * HW, taps = s.kh * s.kw;
-  GRID_STRIDE(e, planes * KHW) {
-    const int64_t b = e / KHW, f = (e / HW) % s.filters, y = (e / s.width) % s.height, xx = e % s.width;
-    T z, zv;
-    responses_at<T, HVP>(x + b * HW, HVP ? v + b * HW : nullptr, filters + f * taps, y, xx, s, z, zv);
-    const T a = __ldg(weights + f), n = __ldg(nu + f);
-    if constexpr (HVP) {
-      t[e] = a * foe_second_derivative(z, n * n, s.potential) * zv;
-    } else {
-      t[e] = a * foe_derivative(z, n * n, s.potential);
-    }
-  }
-}
-
-// out[b, sy, sx] = Σ_{(py, px) -> (sy, sx)} Σ_i Σ_{dy, dx} k_i[dy, dx] t[b, i, py - dy, px - dx] (valid indices).
-template <typename T>
-__global__ void gather_kernel(const T* __restrict__ t, const T* __restrict__ filters, FoeShape s, int64_t planes,
-                              T* __restrict__ out) {
-  const int64_t H = s.height, W = s.width, HW = H * W, taps = s.kh * s.kw;
+__global__ void fold_kernel(const T* __restrict__ gp, FoeShape s, int64_t planes, int64_t chunks,
+                            T* __restrict__ out) {
+  const int64_t H = s.height, W = s.width, HW = H * W, Wp = s.padded_w(), plane = s.padded_h() * Wp;
   GRID_STRIDE(i, planes * HW) {
     const int64_t b = i / HW, sy = (i / W) % H, sx = i % W;
     int64_t rows[3], cols[3];
     const int nr = padded_preimages(sy, s.pad_h, H, s.reflect, rows);
     const int nc = padded_preimages(sx, s.pad_w, W, s.reflect, cols);
     T acc = T(0);
-    for (int64_t f = 0; f < s.filters; ++f) {
-      const T* k = filters + f * taps;
-      const T* tf = t + (b * s.filters + f) * HW;
-      for (int r = 0; r < nr; ++r) {
-        const int64_t py = rows[r];
-        const int64_t dy_end = py < s.kh - 1 ? py : s.kh - 1, dy_begin = py - H + 1 > 0 ? py - H + 1 : 0;
-        for (int64_t dy = dy_begin; dy <= dy_end; ++dy) {
-          const T* tr = tf + (py - dy) * W;
-          const T* kr = k + dy * s.kw;
-          for (int c = 0; c < nc; ++c) {
-            const int64_t px = cols[c];
-            const int64_t dx_end = px < s.kw - 1 ? px : s.kw - 1, dx_begin = px - W + 1 > 0 ? px - W + 1 : 0;
-            for (int64_t dx = dx_begin; dx <= dx_end; ++dx)
-              acc += __ldg(kr + dx) * tr[px - dx];
-          }
-        }
-      }
+    for (int64_t c = 0; c < chunks; ++c) {
+      const T* g = gp + (b * chunks + c) * plane;
+      for (int r = 0; r < nr; ++r)
+        for (int q = 0; q < nc; ++q) acc += g[rows[r] * Wp + cols[q]];
     }
     out[i] = acc;
   }
 }
 
-enum class Mode { Energy, Grad, Hvp };
+// Runs launch(std::integral_constant<int, KH>) with KH = kh for 3, 5, 7 and KH = 0 (run-time kh) otherwise.
+template <typename F>
+void with_kh(int64_t kh, F&& launch) {
+  switch (kh) {
+    case 3: launch(std::integral_constant<int, 3>{}); break;
+    case 5: launch(std::integral_constant<int, 5>{}); break;
+    case 7: launch(std::integral_constant<int, 7>{}); break;
+    default: launch(std::integral_constant<int, 0>{});
+  }
+}
 
 template <typename T>
 void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::Tensor& filters,
@@ -182,34 +283,64 @@ void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::T
   const T* kd = filters.const_data_ptr<T>();
   const T* ad = weights.const_data_ptr<T>();
   const T* nd = nu.const_data_ptr<T>();
-  const int64_t HW = s.height * s.width, KHW = s.filters * HW;
+  const T* vd = v != nullptr ? v->const_data_ptr<T>() : nullptr;
+  const int64_t P = s.planes, HW = s.height * s.width, KHW = s.filters * HW, padded = s.padded_h() * s.padded_w();
+  const int64_t taps = s.kh * s.kw, tile = (kTile + s.kh - 1) * (kTile + s.kw - 1);
+  const int64_t response = tile * (mode == Mode::Hvp ? 2 : 1) + kFilterChunk * taps;  // values per block (> gather)
+  const bool shared = response * int64_t(sizeof(T)) <= kMaxShared;
+  at::Tensor scratch = at::empty({shared ? 0 : kScratchBlocks * response}, x.options());
+  T* sd = shared ? nullptr : scratch.mutable_data_ptr<T>();
+  const size_t response_bytes = shared ? response * sizeof(T) : 0;
+  const size_t gather_bytes = shared ? (tile + taps) * sizeof(T) : 0;
+  const int64_t tiles_x = (s.width + kTile - 1) / kTile, tiles = tiles_x * ((s.height + kTile - 1) / kTile);
+  const int64_t gtiles_x = (s.padded_w() + kTile - 1) / kTile;
+  const int64_t gtiles = gtiles_x * ((s.padded_h() + kTile - 1) / kTile);
+  const int64_t chunks = (s.filters + kFilterChunk - 1) / kFilterChunk;
+  const int64_t gchunks = std::clamp<int64_t>((s.filters + 7) / 8, 1, 8);  // gp partials per plane
+  auto grid = [&](int64_t nx, int64_t ny, int64_t nz) {  // with scratch: at most kScratchBlocks blocks
+    const auto u = [](int64_t n) { return static_cast<unsigned int>(n); };
+    return shared ? dim3(u(nx), u(std::min<int64_t>(ny, 65535)), u(std::min<int64_t>(nz, 65535)))
+                  : dim3(u(std::min(nx, kScratchBlocks / ny)), u(ny), 1);
+  };
+  const dim3 block(kTile, kTileThreads / kTile);
   if (mode == Mode::Energy) {
-    const int64_t chunks = std::clamp<int64_t>((KHW + 4 * kThreads - 1) / (4 * kThreads), 1, kMaxChunks);
-    at::Tensor partials = at::empty({s.planes * chunks}, x.options().dtype(at::kDouble));
-    const dim3 grid(static_cast<unsigned int>(chunks), static_cast<unsigned int>(std::min<int64_t>(s.planes, 65535)));
-    energy_kernel<T><<<grid, kThreads, 0, stream>>>(xd, kd, ad, nd, s, partials.mutable_data_ptr<double>());
+    const dim3 g = grid(tiles, shared ? chunks : 1, P);
+    const int64_t count = int64_t(g.x) * g.y;  // partials per plane
+    at::Tensor partials = at::empty({P * count}, x.options().dtype(at::kDouble));
+    with_kh(s.kh, [&](auto KH) {
+      response_tile_kernel<T, Mode::Energy, decltype(KH)::value><<<g, block, response_bytes, stream>>>(
+          xd, nullptr, kd, ad, nd, s, P, tiles_x, tiles, nullptr, partials.mutable_data_ptr<double>(), sd);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    plane_sum_kernel<T><<<blocks_for(s.planes), kThreads, 0, stream>>>(partials.const_data_ptr<double>(), s.planes,
-                                                                       chunks, out.mutable_data_ptr<T>());
+    const auto sum_blocks = static_cast<unsigned int>(std::min<int64_t>(P, 65535));
+    plane_sum_kernel<T><<<sum_blocks, kThreads, 0, stream>>>(partials.const_data_ptr<double>(), P, count,
+                                                             out.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  const int64_t group = std::clamp<int64_t>(kMaxWorkspace / KHW, 1, s.planes);
-  at::Tensor work = at::empty({group * KHW}, x.options());
+  const int64_t group = std::clamp<int64_t>(kMaxWorkspace / (KHW + gchunks * padded), 1, P);
+  at::Tensor work = at::empty({group * (KHW + gchunks * padded)}, x.options());
   T* td = work.mutable_data_ptr<T>();
-  T* od = out.mutable_data_ptr<T>();
-  const T* vd = v != nullptr ? v->const_data_ptr<T>() : nullptr;
-  for (int64_t b0 = 0; b0 < s.planes; b0 += group) {
-    const int64_t n = std::min(group, s.planes - b0);
-    if (mode == Mode::Hvp) {
-      field_kernel<T, true><<<blocks_for(n * KHW), kThreads, 0, stream>>>(xd + b0 * HW, vd + b0 * HW, kd, ad, nd, s,
-                                                                          n, td);
-    } else {
-      field_kernel<T, false><<<blocks_for(n * KHW), kThreads, 0, stream>>>(xd + b0 * HW, nullptr, kd, ad, nd, s, n,
-                                                                           td);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    gather_kernel<T><<<blocks_for(n * HW), kThreads, 0, stream>>>(td, kd, s, n, od + b0 * HW);
+  T* gpd = td + group * KHW;
+  for (int64_t b0 = 0; b0 < P; b0 += group) {
+    const int64_t n = std::min(group, P - b0);
+    with_kh(s.kh, [&](auto KH) {
+      constexpr int kh = decltype(KH)::value;
+      const dim3 g = grid(tiles, shared ? chunks : 1, n);
+      if (mode == Mode::Hvp) {
+        response_tile_kernel<T, Mode::Hvp, kh><<<g, block, response_bytes, stream>>>(
+            xd + b0 * HW, vd + b0 * HW, kd, ad, nd, s, n, tiles_x, tiles, td, nullptr, sd);
+      } else {
+        response_tile_kernel<T, Mode::Grad, kh><<<g, block, response_bytes, stream>>>(
+            xd + b0 * HW, nullptr, kd, ad, nd, s, n, tiles_x, tiles, td, nullptr, sd);
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      gather_tile_kernel<T, kh><<<grid(gtiles, gchunks, n), block, gather_bytes, stream>>>(td, kd, s, n, gtiles_x,
+                                                                                          gtiles, gpd, sd);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    T* od = out.mutable_data_ptr<T>() + b0 * HW;
+    fold_kernel<T><<<blocks_for(n * HW), kThreads, 0, stream>>>(gpd, s, n, gchunks, od);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }

@@ -1,5 +1,6 @@
 """Learning regularisation parameters from data: lower-level solvers with certified accuracy (and, to come, the
 bilevel method MAID)."""
+from imaging.learning.maid import BilevelProblem, BilevelResult, hoag, hypergradient, maid
 from imaging.learning.lower_level import LowerLevelResult, RegularisedLeastSquares, accelerated_gradient
 
-__all__ = ["RegularisedLeastSquares", "accelerated_gradient", "LowerLevelResult"]
+__all__ = ["maid", "hoag", "hypergradient", "BilevelProblem", "BilevelResult", "RegularisedLeastSquares", "accelerated_gradient", "LowerLevelResult"]

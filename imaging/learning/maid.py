@@ -1,0 +1,246 @@
+r"""MAID, the method of adaptive inexact descent for bilevel learning (Salehi, Mukherjee, Roberts, Ehrhardt), and a
+HOAG-style baseline with a-priori accuracy schedules.
+
+    min_θ f(θ) = g(x̂(θ)),    x̂(θ) = argmin_x h(x, θ)    (h μ-strongly convex and smooth in x)
+
+Hypergradient by implicit differentiation: ∇f(θ) = −J ᵀ H⁻¹ ∇g(x̂), H = ∇²_xx h, J = ∇²_xθ h. MAID computes it
+inexactly: the lower level to ‖∇_x h(x̃)‖/μ ≤ ε (so ‖x̃ − x̂‖ ≤ ε), CG on H q = ∇g(x̃) to residual ≤ δ, and
+z = −J(x̃)ᵀ q (a vector-Jacobian product by autograd). Its error is bounded a posteriori by
+
+    ω = c ε + (‖J‖/μ) δ + (L_J L_g/μ) ε²,    c = L_g‖J‖/μ + L_H⁻¹ ‖∇g(x̃)‖ ‖J‖ + L_J ‖∇g(x̃)‖/μ
+
+(L_g: Lipschitz constant of ∇g; L_H⁻¹, L_J: of H⁻¹ and J in x, zero for quadratics). While ω > (1 − η)‖z‖ the
+accuracies shrink (ε, δ ← τ ε, τ δ), so that z is a descent direction; then a backtracking line search on the
+certified bounds of f accepts θ⁺ = θ − a z when
+    g(x⁺) + ‖∇g(x⁺)‖ε + L_g ε²/2 − (g(x̃) − ‖∇g(x̃)‖ε) ≤ −a η² ‖z‖²
+(upper bound of f(θ⁺) minus lower bound of f(θ), g convex). On success the accuracies relax (× ν) and the step grows
+(× 10/9); after a failed search the accuracies tighten (× τ). The budget counts lower-level and CG iterations.
+
+A problem is any `BilevelProblem`: it provides h's value, x-gradient (differentiable in θ), Hessian-vector product
+and μ, the upper loss g and its gradient, and the constants of the bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from imaging.learning.lower_level import accelerated_gradient
+
+
+class BilevelProblem:
+    """Interface of a bilevel problem for `maid` / `hoag`. x: (B, ...) batched lower-level variables, θ: a tensor.
+
+    Implement `lower_value`, `lower_grad` (differentiable in θ through autograd), `lower_hvp`, `upper`,
+    `upper_grad`, and set `mu` (strong convexity of h in x), `upper_lipschitz` (L_g), and the bound constants
+    `jacobian_norm(x, θ)` (an upper bound of ‖J‖), `hessian_inverse_lipschitz` and `jacobian_lipschitz` (0 for
+    quadratics)."""
+
+    mu: float = 1.0
+    upper_lipschitz: float = 1.0
+    hessian_inverse_lipschitz: float = 0.0
+    jacobian_lipschitz: float = 0.0
+    upper_convex: bool = True
+
+    def lower_value(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lower_grad(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lower_hvp(self, x: torch.Tensor, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def upper(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def upper_grad(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def jacobian_norm(self, x: torch.Tensor, theta: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def initial_x(self, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Lower:
+    """h(·, θ) in the form `accelerated_gradient` takes."""
+
+    def __init__(self, problem: BilevelProblem, theta: torch.Tensor) -> None:
+        self.problem, self.theta, self.mu = problem, theta, problem.mu
+
+    def value(self, x):
+        return self.problem.lower_value(x, self.theta)
+
+    def grad(self, x):
+        return self.problem.lower_grad(x, self.theta)
+
+    def initial(self):
+        return self.problem.initial_x(self.theta)
+
+
+def _solve_lower(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor, eps: float, max_iter: int = 2000):
+    """The lower level to ‖x̃ − x̂‖ ≤ ε over the whole batch (each of the B samples to ε/√B)."""
+    return accelerated_gradient(_Lower(problem, theta), eps / x0.shape[0] ** 0.5, x0, max_iter=max_iter)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum()
+
+
+def conjugate_gradient(hvp, rhs: torch.Tensor, x0: torch.Tensor, tol: float, max_iter: int
+                       ) -> tuple[torch.Tensor, int]:
+    """Solve H q = rhs (H symmetric positive definite, given by hvp) to ‖residual‖ ≤ tol (absolute)."""
+    q = x0.clone()
+    r = rhs - hvp(q)
+    d = r.clone()
+    rr = _dot(r, r)
+    iterations = 1
+    while float(rr.sqrt()) > tol and iterations < max_iter:
+        Hd = hvp(d)
+        alpha = rr / _dot(d, Hd)
+        q = q + alpha * d
+        r = r - alpha * Hd
+        rr_new = _dot(r, r)
+        d = r + (rr_new / rr) * d
+        rr = rr_new
+        iterations += 1
+    return q, iterations
+
+
+@dataclass
+class Hypergradient:
+    """z ≈ ∇f(θ) with its a-posteriori error bound ω and the work it took."""
+
+    z: torch.Tensor
+    bound: float
+    x: torch.Tensor
+    q: torch.Tensor
+    cost: int
+
+
+def hypergradient(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor, eps: float, delta: float,
+                  q0: torch.Tensor | None = None, max_lower: int = 2000, max_cg: int = 2000) -> Hypergradient:
+    """The inexact hypergradient at θ from the warm starts x0 (lower level) and q0 (CG), with its bound ω."""
+    with torch.no_grad():
+        lower = _solve_lower(problem, theta, x0, eps, max_lower)
+        x = lower.x
+        grad_g = problem.upper_grad(x)
+        q, cg_iterations = conjugate_gradient(lambda v: problem.lower_hvp(x, theta, v), grad_g,
+                                              torch.zeros_like(grad_g) if q0 is None else q0, delta, max_cg)
+    with torch.enable_grad():
+        theta_ = theta.detach().requires_grad_()
+        z = -torch.autograd.grad(_dot(problem.lower_grad(x, theta_), q), theta_)[0]
+    mu, L_g = problem.mu, problem.upper_lipschitz
+    J = problem.jacobian_norm(x, theta)
+    g_norm = float(torch.linalg.vector_norm(grad_g))
+    c = L_g * J / mu + problem.hessian_inverse_lipschitz * g_norm * J + problem.jacobian_lipschitz * g_norm / mu
+    bound = c * eps + J / mu * delta + problem.jacobian_lipschitz * L_g / mu * eps ** 2
+    return Hypergradient(z.detach(), bound, x, q, lower.evaluations + cg_iterations)
+
+
+@dataclass
+class BilevelResult:
+    """θ, the lower-level solution at θ, and the history: per accepted step the upper loss, the cumulated
+    lower-level + CG iterations, ε, δ and the step size."""
+
+    theta: torch.Tensor
+    x: torch.Tensor
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _record(history, **values) -> None:
+    for key, value in values.items():
+        history.setdefault(key, []).append(float(value))
+
+
+def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, delta0: float = 1e-1,
+         step0: float = 1e-1, eta: float = 1e-4, shrink: float = 0.5, backtrack: float = 0.5, relax: float = 1.05,
+         step_growth: float = 10 / 9, max_iter: int = 100, budget: int = 10 ** 6, max_backtracks: int = 10,
+         max_refinements: int = 30, tol: float = 1e-8, progress: bool = False) -> BilevelResult:
+    """MAID from θ0: returns the last accepted θ and the history (see the module docstring for the rules). Stops
+    after max_iter accepted steps, when the budget of lower-level + CG iterations is spent, or when stationarity is
+    certified: ‖∇f(θ)‖ ≤ ‖z‖ + ω ≤ tol."""
+    theta = theta0.detach().clone()
+    eps, delta, step = eps0, delta0, step0
+    with torch.no_grad():
+        x = problem.initial_x(theta)
+    q = None
+    cost = 0
+    history: dict[str, list[float]] = {}
+    upper = float(problem.upper(_solve_lower(problem, theta, x, eps).x))
+    _record(history, upper=upper, cost=cost, eps=eps, delta=delta, step=step)
+    bar = tqdm(total=max_iter, desc="MAID", disable=not progress, leave=False)
+    for _ in range(max_iter):
+        accepted = False
+        for _attempt in range(max_backtracks):
+            for _refine in range(max_refinements):  # accuracy refinement until z is a certified descent direction
+                hyper = hypergradient(problem, theta, x, eps, delta, q)
+                cost += hyper.cost
+                z_norm = float(torch.linalg.vector_norm(hyper.z))
+                if hyper.bound <= (1 - eta) * z_norm or z_norm + hyper.bound <= tol:
+                    break
+                eps, delta = eps * shrink, delta * shrink
+            x, q = hyper.x, hyper.q
+            if z_norm + hyper.bound <= tol:
+                break
+            g_here = float(problem.upper(x))
+            lower_bound = g_here - float(torch.linalg.vector_norm(problem.upper_grad(x))) * eps
+            for i in range(max_backtracks + _attempt):
+                a = step * backtrack ** i
+                candidate = theta - a * hyper.z
+                solved = _solve_lower(problem, candidate, x, eps)
+                cost += solved.evaluations
+                g_new = float(problem.upper(solved.x))
+                upper_bound = g_new + float(torch.linalg.vector_norm(problem.upper_grad(solved.x))) * eps \
+                    + problem.upper_lipschitz * eps ** 2 / 2
+                if upper_bound - lower_bound <= -a * eta ** 2 * z_norm ** 2:
+                    theta, x, step, accepted = candidate, solved.x, a, True
+                    break
+            if accepted or cost >= budget:
+                break
+            eps, delta = eps * shrink, delta * shrink  # failed line search: more accuracy, then retry
+        if accepted:
+            eps, delta, step = eps * relax, delta * relax, step * step_growth
+            _record(history, upper=g_new, cost=cost, eps=eps, delta=delta, step=step)
+            bar.update(1)
+        if cost >= budget or not accepted or z_norm + hyper.bound <= tol:
+            break
+    bar.close()
+    return BilevelResult(theta, x, history)
+
+
+def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, schedule: str = "geometric",
+         step0: float = 1e-1, max_iter: int = 100, budget: int = 10 ** 6, progress: bool = False) -> BilevelResult:
+    """HOAG-style baseline (Pedregosa 2016): accuracies from an a-priori schedule ε_k = δ_k ("geometric": ε0·0.9^k,
+    "quadratic": ε0/(k+1)², "cubic": ε0/(k+1)³), step 1/L with L × 0.95 after a decrease and × 2 after an
+    increase of the upper loss by more than 20 %."""
+    schedules = {"geometric": lambda k: eps0 * 0.9 ** k, "quadratic": lambda k: eps0 / (k + 1) ** 2,
+                 "cubic": lambda k: eps0 / (k + 1) ** 3}
+    if schedule not in schedules:
+        raise ValueError(f"hoag: argument 'schedule' must be one of {sorted(schedules)}, got {schedule!r}")
+    theta = theta0.detach().clone()
+    with torch.no_grad():
+        x = problem.initial_x(theta)
+    q, cost, L = None, 0, 1 / step0
+    history: dict[str, list[float]] = {}
+    previous = None
+    bar = tqdm(total=max_iter, desc=f"HOAG ({schedule})", disable=not progress, leave=False)
+    for k in range(max_iter):
+        eps = schedules[schedule](k)
+        hyper = hypergradient(problem, theta, x, eps, eps, q)
+        cost += hyper.cost
+        x, q = hyper.x, hyper.q
+        loss = float(problem.upper(x))
+        _record(history, upper=loss, cost=cost, eps=eps, delta=eps, step=1 / L)
+        if previous is not None:
+            L = L * 2 if loss > 1.2 * previous else L * 0.95
+        previous = loss
+        theta = theta - hyper.z / L
+        bar.update(1)
+        if cost >= budget:
+            break
+    bar.close()
+    return BilevelResult(theta, x, history)
