@@ -85,8 +85,8 @@ __global__ void plane_sum_kernel(const double* __restrict__ partials, int64_t pl
   }
 }
 
-// acc[j] += Σ_{dx < kw, dy < kh} w[dy kw + dx] S[(r0 + j + dy) ld + c + dx], j < kRows (S, w in shared memory).
-// Each value of S read serves up to kh taps: the column S[r0.., c + dx] is held in registers (KH = 0: run-time kh,
+// acc[j] += Σ_{dx < kw, dy < kh} w[dy kw + dx] S[(r0 + j + dy) ld + c + dx], j < kRows (S, w: the block's tiles).
+// Each value of S read serves up to kh taps: the column S[r0.., c + dx] is held in registers (KH <= 0: run-time kh,
 // a sliding window of kRows values).
 template <typename T, int KH>
 __device__ __forceinline__ void correlate(const T* S, int ld, int r0, int c, const T* w, int kh, int kw,
@@ -120,13 +120,13 @@ __device__ __forceinline__ void correlate(const T* S, int ld, int r0, int c, con
   }
 }
 
-// The block's tiles: dynamic shared memory or, for filters too large for it, the block's slice of `scratch` in
-// global memory (the same code runs there: __syncthreads orders a block's global accesses too).
-template <typename T>
+// The block's tiles: dynamic shared memory or, for KH < 0 (filters too large for it), the block's slice of `scratch`
+// in global memory (the same code runs there: __syncthreads orders a block's global accesses too).
+template <typename T, int KH>
 __device__ __forceinline__ T* tile_memory(T* scratch, int64_t size) {
   extern __shared__ __align__(16) unsigned char smem[];
-  if (scratch == nullptr) return reinterpret_cast<T*>(smem);
-  return scratch + (blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z)) * size;
+  if constexpr (KH >= 0) return reinterpret_cast<T*>(smem);
+  else return scratch + (blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z)) * size;
 }
 
 // Responses on tiles blockIdx.x + m gridDim.x of H x W, filter chunks blockIdx.y + m gridDim.y, planes blockIdx.z +
@@ -139,19 +139,20 @@ __global__ void __launch_bounds__(kTileThreads)
                          T* scratch) {
   const int kh = KH > 0 ? KH : int(s.kh), kw = int(s.kw), taps = kh * kw, rows = kTile + kh - 1, ld = kTile + kw - 1;
   const int tx = threadIdx.x, ty = threadIdx.y, r0 = ty * kRows;
-  T* sx = tile_memory(scratch, rows * ld * (MODE == Mode::Hvp ? 2 : 1) + kFilterChunk * taps);  // xp[y0 + i, x0 + j]
-  T* sv = sx + rows * ld;                                                  // hvp: vp[y0 + i, x0 + j]
-  T* sk = sv + (MODE == Mode::Hvp ? rows * ld : 0);                        // the chunk's taps
+  T* sx = tile_memory<T, KH>(scratch, rows * ld * (MODE == Mode::Hvp ? 2 : 1) + kFilterChunk * taps);
+  T* sv = sx + rows * ld;                            // sx[i ld + j] = xp[y0 + i, x0 + j], hvp: sv the same for v
+  T* sk = sv + (MODE == Mode::Hvp ? rows * ld : 0);  // the chunk's taps
   const int64_t H = s.height, W = s.width, HW = H * W, K = s.filters, chunks = (K + kFilterChunk - 1) / kFilterChunk;
+  const int64_t Hp = H + 2 * s.pad_h, Wp = W + 2 * s.pad_w;
   for (int64_t b = blockIdx.z; b < planes; b += gridDim.z) {
     double energy = 0.0;
     for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
       const int64_t y0 = tile / tiles_x * kTile, x0 = tile % tiles_x * kTile;
       __syncthreads();  // the previous tile is no longer read
       for (int i = ty; i < rows; i += blockDim.y) {  // zeros beyond the padded plane (they feed no kept output)
-        const int64_t sy = y0 + i < s.padded_h() ? padded_source(y0 + i, s.pad_h, H, s.reflect) : -1;
+        const int64_t sy = y0 + i < Hp ? padded_source(y0 + i, s.pad_h, H, s.reflect) : -1;
         for (int j = tx; j < ld; j += kTile) {
-          const int64_t sc = x0 + j < s.padded_w() ? padded_source(x0 + j, s.pad_w, W, s.reflect) : -1;
+          const int64_t sc = x0 + j < Wp ? padded_source(x0 + j, s.pad_w, W, s.reflect) : -1;
           const bool in = sy >= 0 && sc >= 0;
           sx[i * ld + j] = in ? x[b * HW + sy * W + sc] : T(0);
           if constexpr (MODE == Mode::Hvp) sv[i * ld + j] = in ? v[b * HW + sy * W + sc] : T(0);
@@ -200,9 +201,10 @@ __global__ void __launch_bounds__(kTileThreads)
                        int64_t tiles_x, int64_t tiles, T* __restrict__ gp, T* scratch) {
   const int kh = KH > 0 ? KH : int(s.kh), kw = int(s.kw), taps = kh * kw, rows = kTile + kh - 1, ld = kTile + kw - 1;
   const int tx = threadIdx.x, ty = threadIdx.y, r0 = ty * kRows;
-  T* st = tile_memory(scratch, rows * ld + taps);  // t_i[py0 - kh + 1 + i, px0 - kw + 1 + j], 0 outside the image
-  T* sk = st + rows * ld;                          // k_i reversed: sk[dy kw + dx] = k_i[kh - 1 - dy, kw - 1 - dx]
-  const int64_t H = s.height, W = s.width, HW = H * W, K = s.filters, Hp = s.padded_h(), Wp = s.padded_w();
+  T* st = tile_memory<T, KH>(scratch, rows * ld + taps);  // st[i ld + j] = t_i[y0 - kh + 1 + i, x0 - kw + 1 + j]
+  T* sk = st + rows * ld;  // k_i reversed: sk[dy kw + dx] = k_i[kh - 1 - dy, kw - 1 - dx]
+  const int64_t H = s.height, W = s.width, HW = H * W, K = s.filters, Hp = H + 2 * s.pad_h;
+  const int64_t Wp = W + 2 * s.pad_w;
   const int64_t per = (K + gridDim.y - 1) / gridDim.y, first = blockIdx.y * per;
   const int64_t last = first + per < K ? first + per : K;
   for (int64_t b = blockIdx.z; b < planes; b += gridDim.z) {
@@ -248,7 +250,7 @@ __device__ __forceinline__ int padded_preimages(int64_t s, int64_t pad, int64_t 
 template <typename T>
 __global__ void fold_kernel(const T* __restrict__ gp, FoeShape s, int64_t planes, int64_t chunks,
                             T* __restrict__ out) {
-  const int64_t H = s.height, W = s.width, HW = H * W, Wp = s.padded_w(), plane = s.padded_h() * Wp;
+  const int64_t H = s.height, W = s.width, HW = H * W, Wp = W + 2 * s.pad_w, plane = (H + 2 * s.pad_h) * Wp;
   GRID_STRIDE(i, planes * HW) {
     const int64_t b = i / HW, sy = (i / W) % H, sx = i % W;
     int64_t rows[3], cols[3];
@@ -264,14 +266,16 @@ __global__ void fold_kernel(const T* __restrict__ gp, FoeShape s, int64_t planes
   }
 }
 
-// Runs launch(std::integral_constant<int, KH>) with KH = kh for 3, 5, 7 and KH = 0 (run-time kh) otherwise.
+// Runs launch(std::integral_constant<int, KH>): KH = kh for 3, 5, 7, 0 (run-time kh) otherwise, -1 (run-time kh,
+// tiles in global scratch) when they do not fit in shared memory.
 template <typename F>
-void with_kh(int64_t kh, F&& launch) {
+void with_kh(int64_t kh, bool shared, F&& launch) {
+  if (!shared) return launch(std::integral_constant<int, -1>{});
   switch (kh) {
-    case 3: launch(std::integral_constant<int, 3>{}); break;
-    case 5: launch(std::integral_constant<int, 5>{}); break;
-    case 7: launch(std::integral_constant<int, 7>{}); break;
-    default: launch(std::integral_constant<int, 0>{});
+    case 3: return launch(std::integral_constant<int, 3>{});
+    case 5: return launch(std::integral_constant<int, 5>{});
+    case 7: return launch(std::integral_constant<int, 7>{});
+    default: return launch(std::integral_constant<int, 0>{});
   }
 }
 
@@ -307,7 +311,7 @@ void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::T
     const dim3 g = grid(tiles, shared ? chunks : 1, P);
     const int64_t count = int64_t(g.x) * g.y;  // partials per plane
     at::Tensor partials = at::empty({P * count}, x.options().dtype(at::kDouble));
-    with_kh(s.kh, [&](auto KH) {
+    with_kh(s.kh, shared, [&](auto KH) {
       response_tile_kernel<T, Mode::Energy, decltype(KH)::value><<<g, block, response_bytes, stream>>>(
           xd, nullptr, kd, ad, nd, s, P, tiles_x, tiles, nullptr, partials.mutable_data_ptr<double>(), sd);
     });
@@ -324,7 +328,7 @@ void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::T
   T* gpd = td + group * KHW;
   for (int64_t b0 = 0; b0 < P; b0 += group) {
     const int64_t n = std::min(group, P - b0);
-    with_kh(s.kh, [&](auto KH) {
+    with_kh(s.kh, shared, [&](auto KH) {
       constexpr int kh = decltype(KH)::value;
       const dim3 g = grid(tiles, shared ? chunks : 1, n);
       if (mode == Mode::Hvp) {

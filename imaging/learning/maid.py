@@ -144,11 +144,12 @@ def hypergradient(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor
 @dataclass
 class BilevelResult:
     """θ, the lower-level solution at θ, and the history: per accepted step the upper loss, the cumulated
-    lower-level + CG iterations, ε, δ and the step size."""
+    lower-level + CG iterations, ε, δ, the step size, and θ itself (`thetas`)."""
 
     theta: torch.Tensor
     x: torch.Tensor
     history: dict[str, list[float]] = field(default_factory=dict)
+    thetas: list[torch.Tensor] = field(default_factory=list)  # θ after each accepted step (θ0 first)
 
 
 def _record(history, **values) -> None:
@@ -172,6 +173,7 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
     history: dict[str, list[float]] = {}
     upper = float(problem.upper(_solve_lower(problem, theta, x, eps).x))
     _record(history, upper=upper, cost=cost, eps=eps, delta=delta, step=step)
+    thetas = [theta.clone()]
     bar = tqdm(total=max_iter, desc="MAID", disable=not progress, leave=False)
     for _ in range(max_iter):
         accepted = False
@@ -205,11 +207,12 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
         if accepted:
             eps, delta, step = eps * relax, delta * relax, step * step_growth
             _record(history, upper=g_new, cost=cost, eps=eps, delta=delta, step=step)
+            thetas.append(theta.clone())
             bar.update(1)
         if cost >= budget or not accepted or z_norm + hyper.bound <= tol:
             break
     bar.close()
-    return BilevelResult(theta, x, history)
+    return BilevelResult(theta, x, history, thetas)
 
 
 def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, schedule: str = "geometric",
@@ -226,6 +229,7 @@ def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, s
         x = problem.initial_x(theta)
     q, cost, L = None, 0, 1 / step0
     history: dict[str, list[float]] = {}
+    thetas = []
     previous = None
     bar = tqdm(total=max_iter, desc=f"HOAG ({schedule})", disable=not progress, leave=False)
     for k in range(max_iter):
@@ -235,6 +239,7 @@ def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, s
         x, q = hyper.x, hyper.q
         loss = float(problem.upper(x))
         _record(history, upper=loss, cost=cost, eps=eps, delta=eps, step=1 / L)
+        thetas.append(theta.clone())
         if previous is not None:
             L = L * 2 if loss > 1.2 * previous else L * 0.95
         previous = loss
@@ -243,4 +248,4 @@ def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, s
         if cost >= budget:
             break
     bar.close()
-    return BilevelResult(theta, x, history)
+    return BilevelResult(theta, x, history, thetas)

@@ -1,0 +1,177 @@
+r"""Bilevel learning of denoising regularisers: x̂(θ) = argmin_x ½‖x − y‖² + R_θ(x) per image, upper loss
+g(x) = (1/2n) Σ ‖x − x_true‖² over the n training images.
+
+`DenoisingBilevel(y, x_true, regulariser)` turns any regulariser module with learnable parameters and
+`value`/`grad`/`hvp` (e.g. `SmoothedTV`, `FieldOfExperts` with the convex "abs" potential) into a `BilevelProblem`
+for `maid` / `hoag`: θ is the flat vector of the module's parameters, h is 1-strongly convex (μ = 1 for a convex
+R), L_g = 1/n, and the Jacobian J = ∇²_xθ h is applied by autograd. ‖J‖ is estimated by power iteration (with a
+safety factor); the Lipschitz constants of H⁻¹ and J are not known for these problems, so the error bound of MAID
+is a heuristic here, not a certificate (it is exact for quadratic problems).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.utils import parameters_to_vector
+
+from imaging.learning.maid import BilevelProblem
+from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
+from imaging.ops.tv import tv, tv_grad, tv_hvp
+
+
+class SmoothedTV(nn.Module):
+    """λ Σ_p Σ_k sqrt((D_k x)_p² + ν²) (anisotropic, smoothed per direction, as in the MAID paper's TV experiment)
+    with learnable log λ and log ν. Uses the compiled TV ops; the parameter derivatives go through a torch formula
+    over the compiled finite differences."""
+
+    def __init__(self, weight: float = 1e-2, smoothing: float = 1e-2) -> None:
+        super().__init__()
+        self.log_weight = nn.Parameter(torch.tensor(float(weight)).log())
+        self.log_smoothing = nn.Parameter(torch.tensor(float(smoothing)).log())
+
+    def _differentiable(self) -> bool:
+        return torch.is_grad_enabled() and (self.log_weight.requires_grad or self.log_smoothing.requires_grad)
+
+    def _lam_nu(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_weight.exp().to(x.dtype), self.log_smoothing.exp().to(x.dtype)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        if self._differentiable():
+            return lam * torch.sqrt(finite_diff(x) ** 2 + nu ** 2).flatten(1).sum(1)
+        return lam * tv(x, float(nu), isotropic=False).sum(1)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        if self._differentiable():
+            g = finite_diff(x)
+            return lam * finite_diff_adjoint(g / torch.sqrt(g * g + nu * nu))
+        return lam * tv_grad(x, float(nu), isotropic=False)
+
+    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        return lam * tv_hvp(x, v, float(nu), isotropic=False)
+
+
+class DenoisingBilevel(BilevelProblem):
+    """Learn the parameters of `regulariser` so that denoising y (n, C, H, W) approaches x_true (n, C, H, W)."""
+
+    def __init__(self, y: torch.Tensor, x_true: torch.Tensor, regulariser: nn.Module,
+                 jacobian_safety: float = 1.5) -> None:
+        if y.shape != x_true.shape:
+            raise ValueError(f"DenoisingBilevel: y {tuple(y.shape)} and x_true {tuple(x_true.shape)} must match")
+        self.y, self.x_true, self.module = y, x_true, regulariser
+        self.names = [name for name, _ in regulariser.named_parameters()]
+        self.shapes = [p.shape for p in regulariser.parameters()]
+        self.mu = 1.0
+        self.upper_lipschitz = 1.0 / y.shape[0]
+        self.jacobian_safety = jacobian_safety
+
+    def theta(self) -> torch.Tensor:
+        """The module's current parameters as one vector."""
+        return parameters_to_vector(self.module.parameters()).detach().to(self.y.dtype)
+
+    def load(self, theta: torch.Tensor) -> None:
+        """Write θ into the module's parameters."""
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(theta.to(next(self.module.parameters()).dtype),
+                                                self.module.parameters())
+
+    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for name, shape in zip(self.names, self.shapes):
+            size = shape.numel()
+            out[name] = theta[start:start + size].reshape(shape)
+            start += size
+        return out
+
+    def _call(self, method: str, theta: torch.Tensor, *args):
+        return getattr(_Bound(self.module, self._params(theta)), method)(*args)
+
+    def lower_value(self, x, theta):
+        return 0.5 * ((x - self.y) ** 2).flatten(1).sum(1) + self._call("value", theta, x)
+
+    def lower_grad(self, x, theta):
+        return x - self.y + self._call("grad", theta, x)
+
+    def lower_hvp(self, x, theta, v):
+        return v + self._call("hvp", theta, x, v)
+
+    def upper(self, x):
+        return 0.5 * ((x - self.x_true) ** 2).sum() / x.shape[0]
+
+    def upper_grad(self, x):
+        return (x - self.x_true) / x.shape[0]
+
+    def initial_x(self, theta):
+        return self.y.clone()
+
+    def jacobian_norm(self, x, theta, iterations: int = 10) -> float:
+        """‖J‖ for J = ∂_θ ∇_x h, by power iteration on JᵀJ (autograd), times the safety factor."""
+        gen = torch.Generator().manual_seed(0)
+        u = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        u = u / torch.linalg.vector_norm(u)
+        sigma = 0.0
+        for _ in range(iterations):  # u ← J Jᵀ u / ‖·‖; σ = ‖J Jᵀ u‖ / ‖Jᵀ u‖ at convergence
+            with torch.enable_grad():
+                theta_ = theta.detach().requires_grad_()
+                w = torch.autograd.grad((self.lower_grad(x, theta_) * u).sum(), theta_)[0]  # Jᵀ u
+            Jw = _jvp(self, x, theta, w)
+            sigma = float(torch.linalg.vector_norm(Jw)) / max(float(torch.linalg.vector_norm(w)), 1e-300)
+            u = Jw / max(float(torch.linalg.vector_norm(Jw)), 1e-300)
+        return self.jacobian_safety * sigma
+
+
+def _jvp(problem: DenoisingBilevel, x: torch.Tensor, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """J w = d/dt ∇_x h(x, θ + t w) at t = 0, as the vector-Jacobian product of a vector-Jacobian product."""
+    with torch.enable_grad():
+        theta_ = theta.detach().requires_grad_()
+        u = torch.zeros_like(x, requires_grad=True)
+        vjp = torch.autograd.grad((problem.lower_grad(x, theta_) * u).sum(), theta_, create_graph=True)[0]
+        return torch.autograd.grad((vjp * w).sum(), u)[0]
+
+
+class _Bound:
+    """Calls a module's methods with substituted parameters (torch.func.functional_call for any method)."""
+
+    def __init__(self, module: nn.Module, params: dict[str, torch.Tensor]) -> None:
+        self.module, self.params = module, params
+
+    def __getattr__(self, method: str):
+        def call(*args):
+            return functional_call(_MethodCaller(self.module, method), {f"module.{k}": v for k, v in
+                                                                      self.params.items()}, args)
+        return call
+
+
+class _MethodCaller(nn.Module):
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        self.module, self.method = module, method
+
+    def forward(self, *args):
+        return getattr(self.module, self.method)(*args)
+
+
+def upper_loss_at(problem: DenoisingBilevel, theta: torch.Tensor, eps: float = 1e-6) -> tuple[float, int]:
+    """(upper loss g(x̂(θ)) with the lower level solved to ε, lower-level iterations used)."""
+    from imaging.learning.maid import _solve_lower
+
+    solved = _solve_lower(problem, theta, problem.initial_x(theta), eps)
+    return float(problem.upper(solved.x)), solved.evaluations
+
+
+def grid_search(problem: DenoisingBilevel, axes: list[torch.Tensor], eps: float = 1e-6
+                ) -> tuple[torch.Tensor, int]:
+    """The upper loss over the grid of θ given by one 1-D tensor of values per parameter (meshgrid 'ij');
+    returns (losses of shape (len(axes[0]), len(axes[1]), ...), total lower-level iterations)."""
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    losses = torch.empty(mesh[0].shape, dtype=torch.float64)
+    cost = 0
+    for index in torch.cartesian_prod(*[torch.arange(len(a)) for a in axes]).reshape(-1, len(axes)):
+        position = tuple(int(i) for i in index)
+        theta = torch.stack([m[position] for m in mesh]).to(problem.y.dtype)
+        losses[position], used = upper_loss_at(problem, theta, eps)
+        cost += used
+    return losses, cost
