@@ -56,6 +56,7 @@ def save_parameters(theta: torch.Tensor, path: str, settings: dict) -> None:
     try:
         save_file({"log_weight": theta[0:1].float().clone(), "log_smoothing": theta[1:2].float().clone()},
                   temporary, metadata={"settings": json.dumps(settings)})
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
