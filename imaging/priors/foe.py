@@ -53,6 +53,30 @@ class FieldOfExperts(nn.Module):
         filters = filters / torch.linalg.vector_norm(filters, dim=(1, 2), keepdim=True)
         return cls(filters, weights, nu, potential, padding)
 
+    @classmethod
+    def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
+        """A field of experts shipped in data/ (learned by examples/learn_foe.py; settings in the file's metadata):
+        "denoise-sigma25" (denoising at σ = 25/255, the smoothed-|·| potential)."""
+        import json
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        files = {"denoise-sigma25": "foe_denoise_sigma25.safetensors"}
+        if name not in files:
+            raise ValueError(f"FieldOfExperts.pretrained: unknown name {name!r}; available: {sorted(files)}")
+        path = Path(__file__).resolve().parents[2] / "data" / files[name]
+        if not path.exists():
+            raise FileNotFoundError(f"FieldOfExperts.pretrained: {path} is missing; create it with "
+                                    f"`python examples/learn_foe.py --save`")
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {key: f.get_tensor(key).to(dtype) for key in f.keys()}
+            settings = json.loads((f.metadata() or {}).get("settings", "{}"))
+        model = cls(tensors["filters"], tensors["log_weights"].exp(), tensors["log_nu"].exp(),
+                    settings.get("potential", "abs"), settings.get("padding", "reflect"))
+        model.settings = settings
+        return model
+
     def _args(self, x: torch.Tensor) -> tuple:
         cast = lambda t: t.to(dtype=x.dtype, device=x.device)  # noqa: E731
         return cast(self.filters), cast(self.log_weights.exp()), cast(self.log_nu.exp()), self.potential, self.padding
