@@ -1,21 +1,20 @@
 // CUDA kernels of the field-of-experts ops (schemas in csrc/imaging.cpp, checks, padding map and potentials in
 // csrc/foe.h, same maths as csrc/cpu/foe.cpp). Images are P = N*C planes of H x W; K filters of kh x kw (odd); the
 // padded plane (Hp x Wp = H + kh - 1 x W + kw - 1) is never stored: x is read through padded_source.
-// Tiled kernels: blocks of 32 x 4 threads own a 32 x 32 tile, a thread 8 rows of one column (a warp reads 32
-// consecutive shared-memory words); `correlate` holds a column of 8 + kh - 1 tile values in registers per tap column.
+// Tiled kernels: a block of 32 x 4 threads owns a 32 x 32 tile, a thread 8 rows of one column (a warp reads 32
+// consecutive shared-memory words), `correlate` slides a window of 8 tile values down each tap column in registers.
 //  - response_tile_kernel, grid (tiles of the H x W outputs, chunks of 8 filters, planes): loads the padded x tile
-//    with its halo, (32 + kh - 1) x (32 + kw - 1) values (and v's for hvp), and the chunk's taps once; then per
-//    filter z = k_i ⋆ P x and t_i = a_i φ'(z) (grad) or a_i φ''(z) (k_i ⋆ P v) (hvp) into the workspace t
-//    (P, K, H, W), or (energy) Σ a_i φ(z) in double, one partial per block that plane_sum_kernel adds.
+//    with halo, (32 + kh - 1) x (32 + kw - 1) values (and v's, hvp), and the chunk's taps once; then per filter
+//    z = k_i ⋆ P x and t_i = a_i φ'(z) (grad) or a_i φ''(z) (k_i ⋆ P v) (hvp) into the workspace t (P, K, H, W),
+//    or (energy) Σ a_i φ(z) in double: one partial per block, which plane_sum_kernel adds.
 //  - gather_tile_kernel, grid (tiles of the Hp x Wp padded grid, C = clamp(ceil(K / 8), 1, 8) filter chunks,
-//    planes): per filter of its chunk, t_i's tile with halo (rows py - kh + 1.., zeros outside the image) and k_i's
-//    reversed taps go to shared memory and gp += k_i ⋆ᵀ t_i (a correlation with the flipped filter) in registers;
-//    writes gp (P, C, Hp, Wp). fold_kernel, a thread per pixel, adds over the chunks the (1 to 9) padded positions
-//    whose source it is: the adjoint of the padding.
-// Shared memory: (32 + kh - 1)(32 + kw - 1) values (x2 for hvp) + 8 kh kw taps (response), (32 + kh - 1)(32 + kw - 1)
-// + kh kw (gather): 7.3 KiB for 7x7 in float32. Compile-time kh for 3, 5, 7, run-time kh otherwise. Beyond 48 KiB
-// (square filters: float32 grad from 33x33, hvp from 27x27; float64 grad from 21x21, hvp from 17x17) the same
-// kernels run with at most 256 blocks that keep their tiles in a global scratch instead (slower, same results).
+//    planes): per filter, t_i's tile with halo (from row py - kh + 1, zeros outside the image) and k_i's reversed
+//    taps go to shared memory and gp += k_i ⋆ᵀ t_i (a correlation with the flipped filter) in registers; writes gp
+//    (P, C, Hp, Wp). fold_kernel (a thread per pixel) adds over the chunks the 1 to 9 padded positions it feeds.
+// Shared memory: (32 + kh - 1)(32 + kw - 1) values (x2 for hvp) + 8 kh kw (response), 7.2 KiB for 7x7 in float32.
+// kh = 3, 5, 7 at compile time, others at run time. Beyond 48 KiB (square filters: float32 grad from 33x33, hvp from
+// 27x27, float64 grad from 21x21, hvp from 17x17) the same kernels keep their tiles in a global scratch, on at most
+// 256 blocks (and 2^26 scratch values) with C = 1: slower, same results.
 // No atomics: every value is written by one thread and every sum has a fixed order set by the shapes. Workspace of
 // grad/hvp: t and gp for groups of G = clamp(2^26 / (K*H*W + C*Hp*Wp), 1, P) planes (<= 2^26 values when G > 1).
 #include <ATen/Dispatch.h>
@@ -36,27 +35,16 @@
 namespace imaging {
 namespace {
 
-constexpr int kThreads = 256;                        // simple kernels
+constexpr int kThreads = 256;                        // plane_sum_kernel, fold_kernel
 constexpr int kTile = 32;                            // tiled kernels: 32 x 32 outputs per block,
 constexpr int kRows = 8;                             // 8 rows of one column per thread,
 constexpr int kTileThreads = kTile * kTile / kRows;  // 128 threads (32 x 4)
 constexpr int kFilterChunk = 8;                      // filters per response block
 constexpr int64_t kMaxShared = 48 * 1024 - 256;      // dynamic shared memory (block_sum takes 256 B)
 constexpr int64_t kMaxWorkspace = int64_t(1) << 26;  // values of t and gp per group of planes
-constexpr int64_t kScratchBlocks = 256;              // blocks of the tiled kernels with global scratch
+constexpr int64_t kScratchBlocks = 256;              // most blocks with tiles in global scratch
 
 enum class Mode { Energy, Grad, Hvp };
-
-void check_cuda(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK(t.is_cuda(), "imaging::", op, ": argument '", arg, "' must be a CUDA tensor, got ", t.device());
-}
-
-unsigned int blocks_for(int64_t total) {
-  return static_cast<unsigned int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 16));
-}
-
-#define GRID_STRIDE(i, total) \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (total); i += int64_t(blockDim.x) * gridDim.x)
 
 // Block-wide sum of one double per thread, valid in thread (0, 0) (fixed shuffle/shared-memory order).
 __device__ __forceinline__ double block_sum(double value) {
@@ -86,36 +74,25 @@ __global__ void plane_sum_kernel(const double* __restrict__ partials, int64_t pl
 }
 
 // acc[j] += Σ_{dx < kw, dy < kh} w[dy kw + dx] S[(r0 + j + dy) ld + c + dx], j < kRows (S, w: the block's tiles).
-// Each value of S read serves up to kh taps: the column S[r0.., c + dx] is held in registers (KH <= 0: run-time kh,
-// a sliding window of kRows values).
+// Per tap column dx, a window of kRows values of the column S[r0 + dy.., c + dx] slides down in registers, so each
+// value read serves up to kh taps; with a compile-time kh (KH > 0) the dy loop unrolls and the shifts vanish.
 template <typename T, int KH>
 __device__ __forceinline__ void correlate(const T* S, int ld, int r0, int c, const T* w, int kh, int kw,
                                           T (&acc)[kRows]) {
   for (int dx = 0; dx < kw; ++dx) {
     const T* col = S + r0 * ld + c + dx;
-    if constexpr (KH > 0) {
-      T v[kRows + KH - 1];
+    T v[kRows];
 #pragma unroll
-      for (int r = 0; r < kRows + KH - 1; ++r) v[r] = col[r * ld];
+    for (int r = 0; r < kRows; ++r) v[r] = col[r * ld];
 #pragma unroll
-      for (int dy = 0; dy < KH; ++dy) {
-        const T wv = w[dy * kw + dx];
+    for (int dy = 0; dy < (KH > 0 ? KH : kh); ++dy) {
+      const T wv = w[dy * kw + dx];
 #pragma unroll
-        for (int j = 0; j < kRows; ++j) acc[j] += wv * v[j + dy];
-      }
-    } else {
-      T v[kRows];
+      for (int j = 0; j < kRows; ++j) acc[j] += wv * v[j];
+      if (dy + 1 == (KH > 0 ? KH : kh)) break;
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) v[r] = col[r * ld];
-      for (int dy = 0; dy < kh; ++dy) {
-        const T wv = w[dy * kw + dx];
-#pragma unroll
-        for (int j = 0; j < kRows; ++j) acc[j] += wv * v[j];
-        if (dy + 1 == kh) break;
-#pragma unroll
-        for (int j = 0; j + 1 < kRows; ++j) v[j] = v[j + 1];
-        v[kRows - 1] = col[(kRows + dy) * ld];
-      }
+      for (int j = 0; j + 1 < kRows; ++j) v[j] = v[j + 1];
+      v[kRows - 1] = col[(kRows + dy) * ld];
     }
   }
 }
@@ -251,19 +228,19 @@ template <typename T>
 __global__ void fold_kernel(const T* __restrict__ gp, FoeShape s, int64_t planes, int64_t chunks,
                             T* __restrict__ out) {
   const int64_t H = s.height, W = s.width, HW = H * W, Wp = W + 2 * s.pad_w, plane = (H + 2 * s.pad_h) * Wp;
-  GRID_STRIDE(i, planes * HW) {
-    const int64_t b = i / HW, sy = (i / W) % H, sx = i % W;
-    int64_t rows[3], cols[3];
-    const int nr = padded_preimages(sy, s.pad_h, H, s.reflect, rows);
-    const int nc = padded_preimages(sx, s.pad_w, W, s.reflect, cols);
-    T acc = T(0);
-    for (int64_t c = 0; c < chunks; ++c) {
-      const T* g = gp + (b * chunks + c) * plane;
-      for (int r = 0; r < nr; ++r)
-        for (int q = 0; q < nc; ++q) acc += g[rows[r] * Wp + cols[q]];
-    }
-    out[i] = acc;
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= planes * HW) return;
+  const int64_t b = i / HW, sy = (i / W) % H, sx = i % W;
+  int64_t rows[3], cols[3];
+  const int nr = padded_preimages(sy, s.pad_h, H, s.reflect, rows);
+  const int nc = padded_preimages(sx, s.pad_w, W, s.reflect, cols);
+  T acc = T(0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const T* g = gp + (b * chunks + c) * plane;
+    for (int r = 0; r < nr; ++r)
+      for (int q = 0; q < nc; ++q) acc += g[rows[r] * Wp + cols[q]];
   }
+  out[i] = acc;
 }
 
 // Runs launch(std::integral_constant<int, KH>): KH = kh for 3, 5, 7, 0 (run-time kh) otherwise, -1 (run-time kh,
@@ -283,16 +260,18 @@ template <typename T>
 void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::Tensor& filters,
                 const at::Tensor& weights, const at::Tensor& nu, const FoeShape& s, at::Tensor& out,
                 cudaStream_t stream) {
-  const T* xd = x.const_data_ptr<T>();
-  const T* kd = filters.const_data_ptr<T>();
-  const T* ad = weights.const_data_ptr<T>();
-  const T* nd = nu.const_data_ptr<T>();
-  const T* vd = v != nullptr ? v->const_data_ptr<T>() : nullptr;
+  const T *xd = x.const_data_ptr<T>(), *kd = filters.const_data_ptr<T>(), *ad = weights.const_data_ptr<T>();
+  const T *nd = nu.const_data_ptr<T>(), *vd = v != nullptr ? v->const_data_ptr<T>() : nullptr;
   const int64_t P = s.planes, HW = s.height * s.width, KHW = s.filters * HW, padded = s.padded_h() * s.padded_w();
+  if (out.numel() == 0 || KHW == 0) {  // no planes, or no responses: R = 0
+    out.zero_();
+    return;
+  }
   const int64_t taps = s.kh * s.kw, tile = (kTile + s.kh - 1) * (kTile + s.kw - 1);
   const int64_t response = tile * (mode == Mode::Hvp ? 2 : 1) + kFilterChunk * taps;  // values per block (> gather)
   const bool shared = response * int64_t(sizeof(T)) <= kMaxShared;
-  at::Tensor scratch = at::empty({shared ? 0 : kScratchBlocks * response}, x.options());
+  const int64_t scratch_blocks = shared ? 0 : std::clamp<int64_t>(kMaxWorkspace / response, 1, kScratchBlocks);
+  at::Tensor scratch = at::empty({scratch_blocks * response}, x.options());
   T* sd = shared ? nullptr : scratch.mutable_data_ptr<T>();
   const size_t response_bytes = shared ? response * sizeof(T) : 0;
   const size_t gather_bytes = shared ? (tile + taps) * sizeof(T) : 0;
@@ -300,15 +279,14 @@ void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::T
   const int64_t gtiles_x = (s.padded_w() + kTile - 1) / kTile;
   const int64_t gtiles = gtiles_x * ((s.padded_h() + kTile - 1) / kTile);
   const int64_t chunks = (s.filters + kFilterChunk - 1) / kFilterChunk;
-  const int64_t gchunks = std::clamp<int64_t>((s.filters + 7) / 8, 1, 8);  // gp partials per plane
-  auto grid = [&](int64_t nx, int64_t ny, int64_t nz) {  // with scratch: at most kScratchBlocks blocks
-    const auto u = [](int64_t n) { return static_cast<unsigned int>(n); };
-    return shared ? dim3(u(nx), u(std::min<int64_t>(ny, 65535)), u(std::min<int64_t>(nz, 65535)))
-                  : dim3(u(std::min(nx, kScratchBlocks / ny)), u(ny), 1);
+  const int64_t gchunks = shared ? std::clamp<int64_t>((s.filters + 7) / 8, 1, 8) : 1;  // gp partials per plane
+  auto grid = [&](int64_t nx, int64_t ny, int64_t nz) {  // blocks loop over what the grid does not cover
+    const auto u = [](int64_t n) { return static_cast<unsigned int>(std::min<int64_t>(n, 65535)); };
+    return shared ? dim3(static_cast<unsigned int>(nx), u(ny), u(nz)) : dim3(u(std::min(nx, scratch_blocks)), 1, 1);
   };
   const dim3 block(kTile, kTileThreads / kTile);
   if (mode == Mode::Energy) {
-    const dim3 g = grid(tiles, shared ? chunks : 1, P);
+    const dim3 g = grid(tiles, chunks, P);
     const int64_t count = int64_t(g.x) * g.y;  // partials per plane
     at::Tensor partials = at::empty({P * count}, x.options().dtype(at::kDouble));
     with_kh(s.kh, shared, [&](auto KH) {
@@ -330,21 +308,18 @@ void foe_launch(Mode mode, const at::Tensor& x, const at::Tensor* v, const at::T
     const int64_t n = std::min(group, P - b0);
     with_kh(s.kh, shared, [&](auto KH) {
       constexpr int kh = decltype(KH)::value;
-      const dim3 g = grid(tiles, shared ? chunks : 1, n);
-      if (mode == Mode::Hvp) {
-        response_tile_kernel<T, Mode::Hvp, kh><<<g, block, response_bytes, stream>>>(
-            xd + b0 * HW, vd + b0 * HW, kd, ad, nd, s, n, tiles_x, tiles, td, nullptr, sd);
-      } else {
-        response_tile_kernel<T, Mode::Grad, kh><<<g, block, response_bytes, stream>>>(
-            xd + b0 * HW, nullptr, kd, ad, nd, s, n, tiles_x, tiles, td, nullptr, sd);
-      }
+      const dim3 g = grid(tiles, chunks, n);
+      auto response = mode == Mode::Hvp ? response_tile_kernel<T, Mode::Hvp, kh>
+                                        : response_tile_kernel<T, Mode::Grad, kh>;
+      response<<<g, block, response_bytes, stream>>>(xd + b0 * HW, mode == Mode::Hvp ? vd + b0 * HW : nullptr, kd, ad,
+                                                     nd, s, n, tiles_x, tiles, td, nullptr, sd);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       gather_tile_kernel<T, kh><<<grid(gtiles, gchunks, n), block, gather_bytes, stream>>>(td, kd, s, n, gtiles_x,
                                                                                           gtiles, gpd, sd);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    T* od = out.mutable_data_ptr<T>() + b0 * HW;
-    fold_kernel<T><<<blocks_for(n * HW), kThreads, 0, stream>>>(gpd, s, n, gchunks, od);
+    const auto fold_blocks = static_cast<unsigned int>((n * HW + kThreads - 1) / kThreads);
+    fold_kernel<T><<<fold_blocks, kThreads, 0, stream>>>(gpd, s, n, gchunks, out.mutable_data_ptr<T>() + b0 * HW);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
@@ -353,7 +328,7 @@ at::Tensor foe_cuda(Mode mode, const char* op, const at::Tensor& x, const at::Te
                     const at::Tensor& weights, const at::Tensor& nu, c10::string_view potential,
                     c10::string_view padding) {
   const FoeShape s = check_foe_arguments(x, filters, weights, nu, std::string(potential), std::string(padding), op);
-  check_cuda(x, op, "x");
+  TORCH_CHECK(x.is_cuda(), "imaging::", op, ": argument 'x' must be a CUDA tensor, got ", x.device());
   if (v != nullptr) {
     check_like(*v, x, op, "v");
     TORCH_CHECK(v->sizes() == x.sizes(), "imaging::", op, ": argument 'v' must have x's shape ", x.sizes(), ", got ",
