@@ -5,7 +5,7 @@ FoE has K filters (starting from the learned TV: its two difference filters, plu
 convex smoothed-|·| potential and reflect padding; θ = (filters, log weights, log ν). TV (λ, ν) is learned on the same data first and
 is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
 with --save, data/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
-Run: `python examples/learn_foe.py [--filters 24] [--size 5] [--max-iter 100] [--save]`.
+Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]`.
 """
 from __future__ import annotations
 
@@ -73,21 +73,22 @@ def denoise(problem, theta, y):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--size", type=int, default=64, help="training and test crops: size x size")
     parser.add_argument("--filters", type=int, default=24)
-    parser.add_argument("--size", type=int, default=5)
-    parser.add_argument("--max-iter", type=int, default=100)
+    parser.add_argument("--filter-size", type=int, default=5)
+    parser.add_argument("--max-iter", type=int, default=100, help="MAID steps for the FoE")
+    parser.add_argument("--tv-max-iter", type=int, default=40, help="MAID steps for the TV baseline")
     parser.add_argument("--out", default="out")
     parser.add_argument("--save", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     progress = not args.no_progress
-    x_true, y = crops(TRAIN, args.crop, seed=0)
-    test_true, test_y = crops(TEST, args.crop, seed=1)
+    x_true, y = crops(TRAIN, args.size, seed=0)
+    test_true, test_y = crops(TEST, args.size, seed=1)
 
     tv = DenoisingBilevel(y, x_true, SmoothedTV(0.05, 0.01).double())
     start = time.perf_counter()
-    tv_result = maid(tv, tv.theta(), eps0=1e-1, delta0=1e-1, step0=1.0, max_iter=40, tol=1e-6)
+    tv_result = maid(tv, tv.theta(), eps0=1e-1, delta0=1e-1, step0=1.0, max_iter=args.tv_max_iter, tol=1e-6)
     tv_test = DenoisingBilevel(test_y, test_true, SmoothedTV().double())
     tv_psnr = psnr(denoise(tv_test, tv_result.theta, test_y).clamp(0, 1), test_true)
     print(f"TV learned in {time.perf_counter() - start:.1f} s: λ = {tv_result.theta[0].exp():.4f}, "
@@ -95,7 +96,8 @@ def main() -> None:
           f"(per image {', '.join(f'{p:.2f}' for p in tv_psnr.tolist())}; noisy "
           f"{psnr(test_y.clamp(0, 1), test_true).mean():.2f} dB)")
 
-    model = tv_like_start(args.filters, args.size, float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp()))
+    lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
+    model = tv_like_start(args.filters, args.filter_size, lam, nu)
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
     result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=1e-2, max_iter=args.max_iter, tol=1e-6,
@@ -105,7 +107,7 @@ def main() -> None:
     foe_test = DenoisingBilevel(test_y, test_true, model)
     denoised = denoise(foe_test, result.theta, test_y)
     foe_psnr = psnr(denoised.clamp(0, 1), test_true)
-    print(f"FoE ({args.filters} filters {args.size}x{args.size}) learned in {seconds:.1f} s, "
+    print(f"FoE ({args.filters} filters {args.filter_size}x{args.filter_size}) learned in {seconds:.1f} s, "
           f"{len(result.history['upper']) - 1} MAID steps, {int(result.history['cost'][-1])} LL+CG iterations: "
           f"upper loss {result.history['upper'][0]:.4f} -> {result.history['upper'][-1]:.4f}; held-out PSNR "
           f"{foe_psnr.mean():.2f} dB (per image {', '.join(f'{p:.2f}' for p in foe_psnr.tolist())}), "
@@ -113,12 +115,11 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), layout="constrained")
     filters = model.filters.detach()
-    grid = int(len(filters) ** 0.5 + 0.999)
-    tiles = torch.zeros(grid * (args.size + 1), grid * (args.size + 1), dtype=filters.dtype)
+    grid, k = int(len(filters) ** 0.5 + 0.999), args.filter_size
+    tiles = torch.zeros(grid * (k + 1), grid * (k + 1), dtype=filters.dtype)
     for i, f in enumerate(filters):
         r, c = divmod(i, grid)
-        tiles[r * (args.size + 1):r * (args.size + 1) + args.size, c * (args.size + 1):c * (args.size + 1) + args.size] = \
-            f / f.abs().max()
+        tiles[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = f / f.abs().max()
     axes[0].imshow(tiles.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     axes[0].set_title("learned filters")
     tv_x = denoise(tv_test, tv_result.theta, test_y)
@@ -141,7 +142,8 @@ def main() -> None:
         handle, temporary = tempfile.mkstemp(dir="data", suffix=".tmp")
         os.close(handle)
         tensors = {name: p.detach().float().contiguous() for name, p in model.named_parameters()}
-        settings = {"train": TRAIN, "crop": args.crop, "sigma": SIGMA, "filters": args.filters, "size": args.size,
+        settings = {"train": TRAIN, "crop": args.size, "sigma": SIGMA, "filters": args.filters,
+                    "filter_size": args.filter_size,
                     "max_iter": args.max_iter, "potential": model.potential, "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ("tv_reconstruction.py", ["tv_deblur.png", "tv_ct.png", "tv_mri.png"], ["--max-iter", "150"]),
     ("sensor_array_calibration.py", ["sensor_array_calibration.png", "sensor_array_phase_transition.png"],
      ["--phase-transition", "--trials", "2", "--pt-max-iter", "300", "--no-progress"]),
+    ("learn_foe.py", ["learn_foe.png"], ["--size", "32", "--filters", "6", "--filter-size", "3", "--max-iter", "3",
+                                         "--tv-max-iter", "5", "--no-progress"]),
 ])
 def test_example_writes_figures(script, figures, options, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--size", "64", "--out", str(tmp_path),
