@@ -2,8 +2,8 @@
 
 Training: grey crops of offline scikit-image pictures with seeded noise; held-out: crops of other pictures. The
 FoE has K filters (starting from the learned TV: its two difference filters, plus low-weight 2-D DCT atoms), the
-convex smoothed-|·| potential and reflect padding; θ = (filters, log weights, log ν). TV (λ, ν) is learned on the same data first and
-is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
+convex smoothed-|·| potential and reflect padding; θ = (filters, log weights, log ν). TV (λ, ν) is learned on the
+same data first and is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
 with --save, data/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
 Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]`.
 """

@@ -3,4 +3,5 @@ bilevel method MAID)."""
 from imaging.learning.maid import BilevelProblem, BilevelResult, hoag, hypergradient, maid
 from imaging.learning.lower_level import LowerLevelResult, RegularisedLeastSquares, accelerated_gradient
 
-__all__ = ["maid", "hoag", "hypergradient", "BilevelProblem", "BilevelResult", "RegularisedLeastSquares", "accelerated_gradient", "LowerLevelResult"]
+__all__ = ["maid", "hoag", "hypergradient", "BilevelProblem", "BilevelResult", "RegularisedLeastSquares",
+           "accelerated_gradient", "LowerLevelResult"]

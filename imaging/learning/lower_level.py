@@ -84,7 +84,8 @@ def accelerated_gradient(problem: RegularisedLeastSquares, eps: float, x0: torch
 
     L starts at `lipschitz` (a scalar or per sample) and is doubled until the sufficient-decrease condition
     h(z − ∇h(z)/L) ≤ h(z) − ‖∇h(z)‖²/(2L) holds, and shrunk by 0.9 after each success (so a loose start costs
-    little), while that condition is above the rounding of h; then L stays fixed. Runs under torch.no_grad(); callback(iteration, z, error_bound) is called after each iteration."""
+    little), while that condition is above the rounding of h; then L stays fixed. Runs under torch.no_grad();
+    callback(iteration, z, error_bound) is called after each iteration."""
     if eps <= 0:
         raise ValueError(f"accelerated_gradient: argument 'eps' must be positive, got {eps}")
     mu = problem.mu

@@ -8,4 +8,5 @@ from imaging.ops.foe import foe_energy, foe_grad, foe_hvp
 from imaging.ops.gain_sensing import gain_adjoint, gain_forward, gain_normal_pass
 from imaging.ops.tv import tv, tv_grad, tv_hvp, tv_prox
 
-__all__ = ["foe_energy", "foe_grad", "foe_hvp", "gain_forward", "gain_adjoint", "gain_normal_pass", "finite_diff", "finite_diff_adjoint", "divergence", "tv", "tv_grad", "tv_hvp", "tv_prox"]
+__all__ = ["foe_energy", "foe_grad", "foe_hvp", "gain_forward", "gain_adjoint", "gain_normal_pass", "finite_diff",
+           "finite_diff_adjoint", "divergence", "tv", "tv_grad", "tv_hvp", "tv_prox"]
