@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--tv-max-iter", type=int, default=40, help="MAID steps for the TV baseline")
     parser.add_argument("--out", default="out")
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="start from the shipped data/foe_denoise_sigma25.safetensors instead of the learned TV")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     progress = not args.no_progress
@@ -97,7 +99,9 @@ def main() -> None:
           f"{psnr(test_y.clamp(0, 1), test_true).mean():.2f} dB)")
 
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
-    model = tv_like_start(args.filters, args.filter_size, lam, nu)
+    model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
+        tv_like_start(args.filters, args.filter_size, lam, nu)
+    previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
     result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=1e-2, max_iter=args.max_iter, tol=1e-6,
@@ -144,7 +148,8 @@ def main() -> None:
         tensors = {name: p.detach().float().contiguous() for name, p in model.named_parameters()}
         settings = {"train": TRAIN, "crop": args.size, "sigma": SIGMA, "filters": args.filters,
                     "filter_size": args.filter_size,
-                    "max_iter": args.max_iter, "potential": model.potential, "padding": model.padding,
+                    "max_iter": previous_steps + args.max_iter, "potential": model.potential,
+                    "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}
         save_file(tensors, temporary, metadata={"settings": json.dumps(settings)})

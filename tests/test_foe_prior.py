@@ -24,3 +24,17 @@ def test_bad_parameters_are_reported():
         FieldOfExperts(torch.randn(2, 3, 3), potential="huber")
     with pytest.raises(ValueError, match="unknown name"):
         FieldOfExperts.pretrained("deblur")
+
+
+def test_shipped_denoiser_loads_offline_and_denoises_held_out_crops():
+    from imaging.data import load_image
+    from imaging.learning import RegularisedLeastSquares, accelerated_gradient
+    from imaging.metrics import psnr
+
+    model = FieldOfExperts.pretrained("denoise-sigma25")
+    assert model.filters.shape[0] >= 24 and model.settings["sigma"] == pytest.approx(25 / 255)
+    clean = load_image("coffee", size=96, channels=1)[..., 16:80, 16:80]
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3),
+                                           dtype=clean.dtype)
+    denoised = accelerated_gradient(RegularisedLeastSquares(noisy, model), 1e-4, lipschitz=10.0).x
+    assert float(psnr(denoised.clamp(0, 1), clean)) > float(psnr(noisy.clamp(0, 1), clean)) + 5
