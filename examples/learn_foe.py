@@ -10,9 +10,6 @@ Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import matplotlib
@@ -21,10 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from imaging.data import load_image  # noqa: E402
-from imaging.learning import maid  # noqa: E402
-from imaging.learning.denoising import DenoisingBilevel, SmoothedTV, upper_loss_at  # noqa: E402
-from imaging.learning.maid import _solve_lower  # noqa: E402
+from imaging.data import noisy_crops, save_weights  # noqa: E402
+from imaging.learning import maid, solve_lower  # noqa: E402
+from imaging.learning.denoising import DenoisingBilevel, SmoothedTV  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
 from imaging.operators.sampling import dct_matrix  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
@@ -33,17 +29,6 @@ from imaging.priors import FieldOfExperts  # noqa: E402
 TRAIN = ("camera", "coins", "moon", "astronaut", "brick", "text")
 TEST = ("coffee", "chelsea", "rocket")
 SIGMA = 25 / 255
-
-
-def crops(names, size, seed):
-    clean = []
-    for name in names:
-        image = load_image(name, size=int(1.5 * size), channels=1)
-        start = (image.shape[-1] - size) // 2
-        clean.append(image[0, :, start:start + size, start:start + size])
-    clean = torch.stack(clean)
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=clean.dtype)
-    return clean, clean + SIGMA * noise
 
 
 def tv_like_start(count: int, size: int, weight: float, nu: float) -> FieldOfExperts:
@@ -68,7 +53,7 @@ def dct_filters(count: int, size: int) -> torch.Tensor:
 
 
 def denoise(problem, theta, y):
-    return _solve_lower(problem, theta, y.clone(), 1e-5).x
+    return solve_lower(problem, theta, y.clone(), 1e-5).x
 
 
 def main() -> None:
@@ -85,8 +70,8 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     progress = not args.no_progress
-    x_true, y = crops(TRAIN, args.size, seed=0)
-    test_true, test_y = crops(TEST, args.size, seed=1)
+    x_true, y = noisy_crops(TRAIN, args.size, SIGMA, seed=0)
+    test_true, test_y = noisy_crops(TEST, args.size, SIGMA, seed=1)
 
     tv = DenoisingBilevel(y, x_true, SmoothedTV(0.05, 0.01).double())
     start = time.perf_counter()
@@ -140,21 +125,12 @@ def main() -> None:
     print(f"-> {save_figure(fig, f'{args.out}/learn_foe.png')}")
     plt.close(fig)
     if args.save:
-        from safetensors.torch import save_file
-
-        os.makedirs("data", exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir="data", suffix=".tmp")
-        os.close(handle)
-        tensors = {name: p.detach().float().contiguous() for name, p in model.named_parameters()}
         settings = {"train": TRAIN, "crop": args.size, "sigma": SIGMA, "filters": args.filters,
-                    "filter_size": args.filter_size,
-                    "max_iter": previous_steps + args.max_iter, "potential": model.potential,
-                    "padding": model.padding,
+                    "filter_size": args.filter_size, "max_iter": previous_steps + args.max_iter,
+                    "potential": model.potential, "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}
-        save_file(tensors, temporary, metadata={"settings": json.dumps(settings)})
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, "data/foe_denoise_sigma25.safetensors")
+        save_weights(dict(model.named_parameters()), "data/foe_denoise_sigma25.safetensors", settings)
         print("-> data/foe_denoise_sigma25.safetensors")
 
 

@@ -11,9 +11,6 @@ Run: `python examples/learn_tv.py [--max-iter 60] [--grid 25 9] [--save]`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import matplotlib
@@ -22,45 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from imaging.data import load_image  # noqa: E402
-from imaging.learning import hoag, maid  # noqa: E402
+from imaging.data import noisy_crops, save_weights  # noqa: E402
+from imaging.learning import hoag, maid, solve_lower  # noqa: E402
 from imaging.learning.denoising import DenoisingBilevel, SmoothedTV, grid_search, upper_loss_at  # noqa: E402
-from imaging.learning.maid import _solve_lower  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
 
 TRAIN = ("camera", "coins", "moon", "astronaut")
 TEST = ("coffee", "chelsea")
 SIGMA = 0.1
-
-
-def crops(names: tuple[str, ...], size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean, noisy) grey crops of size×size from the centre of each picture resized to 1.5 size."""
-    clean = []
-    for name in names:
-        image = load_image(name, size=int(1.5 * size), channels=1)
-        start = (image.shape[-1] - size) // 2
-        clean.append(image[0, :, start:start + size, start:start + size])
-    clean = torch.stack(clean)
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=clean.dtype)
-    return clean, clean + SIGMA * noise
-
-
-def save_parameters(theta: torch.Tensor, path: str, settings: dict) -> None:
-    from safetensors.torch import save_file
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
-    os.close(handle)
-    try:
-        save_file({"log_weight": theta[0:1].float().clone(), "log_smoothing": theta[1:2].float().clone()},
-                  temporary, metadata={"settings": json.dumps(settings)})
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def main() -> None:
@@ -73,7 +40,7 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     progress = not args.no_progress
-    x_true, y = crops(TRAIN, args.size, seed=0)
+    x_true, y = noisy_crops(TRAIN, args.size, SIGMA, seed=0)
     problem = DenoisingBilevel(y, x_true, SmoothedTV(1e-2, 1e-2).double())
     theta0 = problem.theta()
     print(f"training: {len(TRAIN)} crops {args.size}x{args.size} ({', '.join(TRAIN)}), σ = {SIGMA}; "
@@ -118,10 +85,10 @@ def main() -> None:
         print(f"  {name}: LL+CG iterations to reach 1 % of the grid minimum: {reached}")
 
     # held-out images
-    test_true, test_y = crops(TEST, args.size, seed=1)
+    test_true, test_y = noisy_crops(TEST, args.size, SIGMA, seed=1)
     test_problem = DenoisingBilevel(test_y, test_true, SmoothedTV().double())
     for name, theta in (("MAID", learned), ("grid", grid_theta)):
-        x = _solve_lower(test_problem, theta.to(test_y.dtype), test_y.clone(), 1e-6).x
+        x = solve_lower(test_problem, theta.to(test_y.dtype), test_y.clone(), 1e-6).x
         print(f"held-out PSNR ({', '.join(TEST)}), {name} parameters: {psnr(x.clamp(0, 1), test_true).mean():.2f} dB "
               f"(noisy: {psnr(test_y.clamp(0, 1), test_true).mean():.2f} dB)")
 
@@ -149,7 +116,8 @@ def main() -> None:
         settings = {"train": TRAIN, "size": args.size, "sigma": SIGMA, "seed": 0, "method": "maid",
                     "eps0": 0.1, "delta0": 0.1, "step0": 1.0, "max_iter": args.max_iter,
                     "upper_loss": maid_loss, "script": "examples/learn_tv.py --save"}
-        save_parameters(learned, "data/tv_denoise_sigma0.1.safetensors", settings)
+        save_weights({"log_weight": learned[0:1], "log_smoothing": learned[1:2]},
+                     "data/tv_denoise_sigma0.1.safetensors", settings)
         print("-> data/tv_denoise_sigma0.1.safetensors")
 
 

@@ -40,3 +40,40 @@ def load_image(name: str = "camera", size: int | tuple[int, int] | None = None, 
     image = np.clip(image, 0.0, 1.0)
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(dtype)
     return (tensor[None, None] if tensor.dim() == 2 else tensor.permute(2, 0, 1)[None]).contiguous()
+
+
+def noisy_crops(names: tuple[str, ...], size: int, sigma: float, seed: int = 0,
+                dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, noisy) grey size×size crops from the centre of each offline picture resized to 1.5·size, shape
+    (len(names), 1, size, size), with Gaussian noise of standard deviation sigma (seeded)."""
+    clean = []
+    for name in names:
+        image = load_image(name, size=int(1.5 * size), channels=1, dtype=dtype)
+        start = (image.shape[-1] - size) // 2
+        clean.append(image[0, :, start:start + size, start:start + size])
+    clean = torch.stack(clean)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=clean.dtype)
+    return clean, clean + sigma * noise
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
+    """Write tensors (stored as float32) to a safetensors file atomically (temporary file, then rename), with the
+    JSON-encoded `settings` as metadata; the file is readable by everyone."""
+    import json
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
+    os.close(handle)
+    try:
+        save_file({name: t.detach().float().contiguous() for name, t in tensors.items()}, temporary,
+                  metadata={"settings": json.dumps(settings)})
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

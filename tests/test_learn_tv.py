@@ -4,7 +4,7 @@ import torch
 
 from imaging.learning import hypergradient, maid
 from imaging.learning.denoising import DenoisingBilevel, SmoothedTV, grid_search, upper_loss_at
-from imaging.learning.maid import _solve_lower
+from imaging.learning.maid import solve_lower
 
 
 def training_problem():
@@ -46,5 +46,5 @@ def test_maid_matches_grid_search_with_less_work_than_tight_accuracy():
         return next(c for u, c in zip(history["upper"], history["cost"]) if u <= 1.01 * grid_loss)
 
     assert work_to(result.history) < work_to(tight.history)
-    denoised = _solve_lower(problem, result.theta, problem.y.clone(), 1e-6).x
+    denoised = solve_lower(problem, result.theta, problem.y.clone(), 1e-6).x
     assert float(((denoised - problem.x_true) ** 2).mean()) < float(((problem.y - problem.x_true) ** 2).mean()) / 2

@@ -155,9 +155,9 @@ class _MethodCaller(nn.Module):
 
 def upper_loss_at(problem: DenoisingBilevel, theta: torch.Tensor, eps: float = 1e-6) -> tuple[float, int]:
     """(upper loss g(x̂(θ)) with the lower level solved to ε, lower-level iterations used)."""
-    from imaging.learning.maid import _solve_lower
+    from imaging.learning.maid import solve_lower
 
-    solved = _solve_lower(problem, theta, problem.initial_x(theta), eps)
+    solved = solve_lower(problem, theta, problem.initial_x(theta), eps)
     return float(problem.upper(solved.x)), solved.evaluations
 
 

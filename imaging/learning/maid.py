@@ -81,7 +81,7 @@ class _Lower:
         return self.problem.initial_x(self.theta)
 
 
-def _solve_lower(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor, eps: float, max_iter: int = 2000):
+def solve_lower(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor, eps: float, max_iter: int = 2000):
     """The lower level to ‖x̃ − x̂‖ ≤ ε over the whole batch (each of the B samples to ε/√B)."""
     return accelerated_gradient(_Lower(problem, theta), eps / x0.shape[0] ** 0.5, x0, max_iter=max_iter)
 
@@ -125,7 +125,7 @@ def hypergradient(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor
                   q0: torch.Tensor | None = None, max_lower: int = 2000, max_cg: int = 2000) -> Hypergradient:
     """The inexact hypergradient at θ from the warm starts x0 (lower level) and q0 (CG), with its bound ω."""
     with torch.no_grad():
-        lower = _solve_lower(problem, theta, x0, eps, max_lower)
+        lower = solve_lower(problem, theta, x0, eps, max_lower)
         x = lower.x
         grad_g = problem.upper_grad(x)
         q, cg_iterations = conjugate_gradient(lambda v: problem.lower_hvp(x, theta, v), grad_g,
@@ -171,7 +171,7 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
     q = None
     cost = 0
     history: dict[str, list[float]] = {}
-    upper = float(problem.upper(_solve_lower(problem, theta, x, eps).x))
+    upper = float(problem.upper(solve_lower(problem, theta, x, eps).x))
     _record(history, upper=upper, cost=cost, eps=eps, delta=delta, step=step)
     thetas = [theta.clone()]
     bar = tqdm(total=max_iter, desc="MAID", disable=not progress, leave=False)
@@ -193,7 +193,7 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
             for i in range(max_backtracks + _attempt):
                 a = step * backtrack ** i
                 candidate = theta - a * hyper.z
-                solved = _solve_lower(problem, candidate, x, eps)
+                solved = solve_lower(problem, candidate, x, eps)
                 cost += solved.evaluations
                 g_new = float(problem.upper(solved.x))
                 upper_bound = g_new + float(torch.linalg.vector_norm(problem.upper_grad(solved.x))) * eps \
