@@ -22,34 +22,12 @@ from imaging.data import noisy_crops, save_weights  # noqa: E402
 from imaging.learning import maid, solve_lower  # noqa: E402
 from imaging.learning.denoising import DenoisingBilevel, SmoothedTV  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
-from imaging.operators.sampling import dct_matrix  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
 from imaging.priors import FieldOfExperts  # noqa: E402
 
 TRAIN = ("camera", "coins", "moon", "astronaut", "brick", "text")
 TEST = ("coffee", "chelsea", "rocket")
 SIGMA = 25 / 255
-
-
-def tv_like_start(count: int, size: int, weight: float, nu: float) -> FieldOfExperts:
-    """A FoE that starts as the learned (anisotropic, smoothed) TV: the two forward-difference filters with TV's
-    weight and ν, plus count − 2 DCT atoms with weights 1000× smaller for MAID to grow."""
-    filters = torch.zeros(count, size, size, dtype=torch.float64)
-    c = size // 2
-    filters[0, c, c], filters[0, c, c + 1] = -1.0, 1.0
-    filters[1, c, c], filters[1, c + 1, c] = -1.0, 1.0
-    filters[2:] = dct_filters(count - 2, size)
-    weights = torch.full((count,), weight * 1e-3, dtype=torch.float64)
-    weights[:2] = weight
-    return FieldOfExperts(filters, weights, torch.full((count,), nu, dtype=torch.float64))
-
-
-def dct_filters(count: int, size: int) -> torch.Tensor:
-    """The `count` lowest-frequency non-constant 2-D DCT atoms of size×size, unit norm."""
-    d = dct_matrix(size)
-    atoms = [(u + v, torch.outer(d[u], d[v])) for u in range(size) for v in range(size) if u + v > 0]
-    atoms.sort(key=lambda item: item[0])
-    return torch.stack([a for _, a in atoms[:count]])
 
 
 def denoise(problem, theta, y):
@@ -85,7 +63,7 @@ def main() -> None:
 
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
     model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
-        tv_like_start(args.filters, args.filter_size, lam, nu)
+        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size)
     previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()

@@ -38,3 +38,15 @@ def test_shipped_denoiser_loads_offline_and_denoises_held_out_crops():
                                            dtype=clean.dtype)
     denoised = accelerated_gradient(RegularisedLeastSquares(noisy, model), 1e-4, lipschitz=10.0).x
     assert float(psnr(denoised.clamp(0, 1), clean)) > float(psnr(noisy.clamp(0, 1), clean)) + 5
+
+
+def test_from_tv_starts_as_the_smoothed_anisotropic_tv():
+    from imaging.data import load_image
+    from imaging.learning.denoising import SmoothedTV
+
+    x = load_image("camera", size=48)
+    model = FieldOfExperts.from_tv(0.05, 0.01, count=2, size=3)
+    tv = SmoothedTV(0.05, 0.01).double()
+    with torch.no_grad():  # equal up to the boundary (reflect padding against the Neumann differences)
+        assert abs(float(model.value(x)) / float(tv.value(x)) - 1) < 0.05
+    assert FieldOfExperts.from_tv(0.05, 0.01, count=24, size=5).filters.shape == (24, 5, 5)

@@ -54,6 +54,24 @@ class FieldOfExperts(nn.Module):
         return cls(filters, weights, nu, potential, padding)
 
     @classmethod
+    def from_tv(cls, weight: float, nu: float, count: int = 24, size: int = 5, *, potential: str = "abs",
+                padding: str = "reflect", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
+        """A field of experts equal to the anisotropic smoothed TV λ Σ_k sqrt((D_k x)² + ν²) (its two forward-
+        difference filters, weight λ, shape ν) plus count − 2 low-frequency DCT atoms with weights 1000× smaller:
+        a start for learning that is already as good as the TV it came from."""
+        if count < 2 or size < 3 or size % 2 == 0:
+            raise ValueError(f"FieldOfExperts.from_tv: need count >= 2 and an odd size >= 3, got {count}, {size}")
+        filters = torch.zeros(count, size, size, dtype=dtype)
+        c = size // 2
+        filters[0, c, c], filters[0, c, c + 1] = -1.0, 1.0
+        filters[1, c, c], filters[1, c + 1, c] = -1.0, 1.0
+        if count > 2:
+            filters[2:] = dct_atoms(count - 2, size, dtype)
+        weights = torch.full((count,), weight * 1e-3, dtype=dtype)
+        weights[:2] = weight
+        return cls(filters, weights, torch.full((count,), nu, dtype=dtype), potential, padding)
+
+    @classmethod
     def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
         """A field of experts shipped in data/ (learned by examples/learn_foe.py; settings in the file's metadata):
         "denoise-sigma25" (denoising at σ = 25/255, the smoothed-|·| potential)."""
@@ -115,3 +133,13 @@ class FieldOfExperts(nn.Module):
     def extra_repr(self) -> str:
         K, kh, kw = self.filters.shape
         return f"filters={K}x{kh}x{kw}, potential={self.potential!r}, padding={self.padding!r}"
+
+
+def dct_atoms(count: int, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The `count` lowest-frequency non-constant 2-D DCT atoms of size×size (unit norm), (count, size, size)."""
+    from imaging.operators.sampling import dct_matrix
+
+    d = dct_matrix(size, dtype)
+    atoms = [(u + v, torch.outer(d[u], d[v])) for u in range(size) for v in range(size) if u + v > 0]
+    atoms.sort(key=lambda item: item[0])
+    return torch.stack([a for _, a in atoms[:count]])
