@@ -63,4 +63,32 @@ inline void check_snapshots(const at::Tensor& t, const at::Tensor& A, const Gain
   check_gain_tensor(t, A, s, op, arg, {s.snapshots, s.sensors}, "(B, p, m)");
 }
 
+// The checks of each op, in one place for the CPU and CUDA kernels; each returns the problem sizes.
+inline GainShape check_gain_forward_arguments(const at::Tensor& A, const at::Tensor& x,
+                                              const std::optional<at::Tensor>& gains) {
+  const GainShape s = check_gain_sensing(A, x, "gain_forward", "x");
+  check_image(x, A, s, "gain_forward", "x");
+  check_gains(gains, A, s, "gain_forward");
+  return s;
+}
+
+inline GainShape check_gain_adjoint_arguments(const at::Tensor& A, const at::Tensor& r,
+                                              const std::optional<at::Tensor>& gains,
+                                              const std::optional<at::Tensor>& u) {
+  const GainShape s = check_gain_sensing(A, r, "gain_adjoint", "r");
+  check_snapshots(r, A, s, "gain_adjoint", "r");
+  check_gains(gains, A, s, "gain_adjoint");
+  if (u.has_value()) check_snapshots(*u, A, s, "gain_adjoint", "u");
+  return s;
+}
+
+inline GainShape check_gain_normal_pass_arguments(const at::Tensor& A, const at::Tensor& sv, const at::Tensor& weights,
+                                                  const std::optional<at::Tensor>& c) {
+  const GainShape s = check_gain_sensing(A, sv, "gain_normal_pass", "s");
+  check_image(sv, A, s, "gain_normal_pass", "s");
+  check_gain_tensor(weights, A, s, "gain_normal_pass", "weights", {s.sensors}, "(B, m)");
+  if (c.has_value()) check_snapshots(*c, A, s, "gain_normal_pass", "c");
+  return s;
+}
+
 }  // namespace imaging

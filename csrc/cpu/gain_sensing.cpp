@@ -196,9 +196,7 @@ const T* data_or_null(const std::optional<at::Tensor>& t) {
 }
 
 at::Tensor gain_forward_cpu(const at::Tensor& A, const at::Tensor& x, const std::optional<at::Tensor>& gains) {
-  const GainShape s = check_gain_sensing(A, x, "gain_forward", "x");
-  check_image(x, A, s, "gain_forward", "x");
-  check_gains(gains, A, s, "gain_forward");
+  const GainShape s = check_gain_forward_arguments(A, x, gains);
   at::Tensor y = at::empty({s.batch, s.snapshots, s.sensors}, A.options());
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gain_forward_cpu", [&] {
     const scalar_t* a = A.data_ptr<scalar_t>();
@@ -231,10 +229,7 @@ at::Tensor gain_forward_cpu(const at::Tensor& A, const at::Tensor& x, const std:
 std::tuple<at::Tensor, at::Tensor> gain_adjoint_cpu(const at::Tensor& A, const at::Tensor& r,
                                                     const std::optional<at::Tensor>& gains,
                                                     const std::optional<at::Tensor>& u) {
-  const GainShape s = check_gain_sensing(A, r, "gain_adjoint", "r");
-  check_snapshots(r, A, s, "gain_adjoint", "r");
-  check_gains(gains, A, s, "gain_adjoint");
-  if (u.has_value()) check_snapshots(*u, A, s, "gain_adjoint", "u");
+  const GainShape s = check_gain_adjoint_arguments(A, r, gains, u);
   at::Tensor grad_x = at::empty({s.batch, s.pixels}, A.options());
   at::Tensor grad_gains = at::empty({s.batch, u.has_value() ? s.sensors : 0}, A.options());
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "gain_adjoint_cpu", [&] {
@@ -250,10 +245,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gain_normal_pass_cpu(
                                                                                 const at::Tensor& sv,
                                                                                 const at::Tensor& weights,
                                                                                 const std::optional<at::Tensor>& c) {
-  const GainShape s = check_gain_sensing(A, sv, "gain_normal_pass", "s");
-  check_image(sv, A, s, "gain_normal_pass", "s");
-  check_gain_tensor(weights, A, s, "gain_normal_pass", "weights", {s.sensors}, "(B, m)");
-  if (c.has_value()) check_snapshots(*c, A, s, "gain_normal_pass", "c");
+  const GainShape s = check_gain_normal_pass_arguments(A, sv, weights, c);
   at::Tensor v = at::empty({s.batch, s.snapshots, s.sensors}, A.options());
   at::Tensor Q = at::empty({s.batch, s.pixels}, A.options());
   at::Tensor P = at::empty({s.batch, s.pixels}, A.options());

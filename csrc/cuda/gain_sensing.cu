@@ -241,9 +241,7 @@ const T* data_or_null(const std::optional<at::Tensor>& t) {
 
 // ---- op entry points ----------------------------------------------------------------------------------------------
 at::Tensor gain_forward_cuda(const at::Tensor& A, const at::Tensor& x, const std::optional<at::Tensor>& gains) {
-  const GainShape s = check_gain_sensing(A, x, "gain_forward", "x");
-  check_image(x, A, s, "gain_forward", "x");
-  check_gains(gains, A, s, "gain_forward");
+  const GainShape s = check_gain_forward_arguments(A, x, gains);
   check_cuda(A, "gain_forward", "A");
   c10::cuda::CUDAGuard guard(A.device());
   at::Tensor y = at::empty({s.batch, s.snapshots, s.sensors}, A.options());
@@ -258,10 +256,7 @@ at::Tensor gain_forward_cuda(const at::Tensor& A, const at::Tensor& x, const std
 std::tuple<at::Tensor, at::Tensor> gain_adjoint_cuda(const at::Tensor& A, const at::Tensor& r,
                                                      const std::optional<at::Tensor>& gains,
                                                      const std::optional<at::Tensor>& u) {
-  const GainShape s = check_gain_sensing(A, r, "gain_adjoint", "r");
-  check_snapshots(r, A, s, "gain_adjoint", "r");
-  check_gains(gains, A, s, "gain_adjoint");
-  if (u.has_value()) check_snapshots(*u, A, s, "gain_adjoint", "u");
+  const GainShape s = check_gain_adjoint_arguments(A, r, gains, u);
   check_cuda(A, "gain_adjoint", "A");
   c10::cuda::CUDAGuard guard(A.device());
   at::Tensor grad_x = at::empty({s.batch, s.pixels}, A.options());
@@ -285,10 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gain_normal_pass_cuda
                                                                                  const at::Tensor& sv,
                                                                                  const at::Tensor& weights,
                                                                                  const std::optional<at::Tensor>& c) {
-  const GainShape s = check_gain_sensing(A, sv, "gain_normal_pass", "s");
-  check_image(sv, A, s, "gain_normal_pass", "s");
-  check_gain_tensor(weights, A, s, "gain_normal_pass", "weights", {s.sensors}, "(B, m)");
-  if (c.has_value()) check_snapshots(*c, A, s, "gain_normal_pass", "c");
+  const GainShape s = check_gain_normal_pass_arguments(A, sv, weights, c);
   check_cuda(A, "gain_normal_pass", "A");
   c10::cuda::CUDAGuard guard(A.device());
   at::Tensor v = at::empty({s.batch, s.snapshots, s.sensors}, A.options());

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
-from imaging.learning.maid import BilevelProblem
+from imaging.learning.maid import BilevelProblem, solve_lower
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import tv, tv_grad, tv_hvp
 
@@ -155,8 +155,6 @@ class _MethodCaller(nn.Module):
 
 def upper_loss_at(problem: DenoisingBilevel, theta: torch.Tensor, eps: float = 1e-6) -> tuple[float, int]:
     """(upper loss g(x̂(θ)) with the lower level solved to ε, lower-level iterations used)."""
-    from imaging.learning.maid import solve_lower
-
     solved = solve_lower(problem, theta, problem.initial_x(theta), eps)
     return float(problem.upper(solved.x)), solved.evaluations
 
