@@ -1,0 +1,310 @@
+r"""Pretrained generative models as priors: an ε-prediction diffusion model (`DiffusionPrior`, for RED-Diff) and a
+rectified-flow velocity model with an optional autoencoder (`FlowPrior`, for FLAIR).
+
+Both wrap either a diffusers model or any plain callable, map images in `image_range` (default [0, 1]) to the
+model's range (default [-1, 1]) and back, run the network without autograd (the solvers use stop-gradient
+priors) in the network's own dtype (bf16/fp16 allowed) and return results in the caller's dtype. Models are loaded
+from local folders only: nothing is downloaded.
+
+Conventions. DDPM: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, t ∈ {0, …, T−1} integer, t = 0 nearly clean; ᾱ from the
+diffusers scheduler's `alphas_cumprod`. Rectified flow: z_t = (1 − t) z_0 + t ε, t ∈ [0, 1], **t = 1 is noise**,
+velocity v = ε − z_0; diffusers transformers get the timestep `timestep_scale · t` (1000 for SD3).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ["DiffusionPrior", "FlowPrior", "PromptEmbeddings"]
+
+
+def _local_folder(path: str | Path, who: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{who}: {str(path)!r} is not a local folder. imaging never downloads models: download it once "
+            f"(e.g. `huggingface-cli download <repo> --local-dir <folder>` on a machine with network access) and "
+            f"pass the local folder")
+    return folder
+
+
+def _net_dtype(net: Any) -> torch.dtype | None:
+    if isinstance(net, nn.Module):
+        for p in net.parameters():
+            return p.dtype
+    return None
+
+
+def _output(out: Any) -> torch.Tensor:
+    """The tensor of a diffusers output (`.sample`), a tuple's first element, or the tensor itself."""
+    if hasattr(out, "sample"):
+        return out.sample
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out
+
+
+def _check_finite(x: torch.Tensor, who: str, arg: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"{who}: argument '{arg}' must be a tensor of shape (N, C, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{who}: argument '{arg}' contains NaN or infinite values")
+
+
+class _RangeMap(nn.Module):
+    """The affine map between the image range and the model range."""
+
+    def __init__(self, image_range: tuple[float, float], model_range: tuple[float, float]) -> None:
+        super().__init__()
+        (a, b), (c, d) = image_range, model_range
+        if not (b > a and d > c):
+            raise ValueError(f"{type(self).__name__}: ranges must be increasing (low, high), got {image_range} and "
+                             f"{model_range}")
+        self.image_range, self.model_range = (float(a), float(b)), (float(c), float(d))
+        self.scale = (d - c) / (b - a)  # model units per image unit
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Image range -> model range."""
+        return (x - self.image_range[0]) * self.scale + self.model_range[0]
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Model range -> image range."""
+        return (x - self.model_range[0]) / self.scale + self.image_range[0]
+
+
+class DiffusionPrior(_RangeMap):
+    r"""An ε-prediction diffusion model ε_θ(x_t, t) with its noise schedule ᾱ_t.
+
+    Args:
+        model: a diffusers `UNet2DModel` (or any module returning `.sample`) called as `model(x_t, t)`, or any
+            callable `eps(x_t, t)` with x_t (B, C, H, W) in the model range and t (B,) integer timesteps. If it
+            returns 2C channels (learned variance), the first C are ε.
+        scheduler: a diffusers scheduler with `alphas_cumprod` (e.g. `DDPMScheduler`), or a 1-D tensor ᾱ (T,);
+            None uses the DDPM default (T = 1000, β linear from 1e-4 to 0.02).
+        image_shape: (C, H, W) the model expects; read from a diffusers model's config when not given.
+    """
+
+    def __init__(self, model: Callable, scheduler: Any = None, *, image_range: tuple[float, float] = (0.0, 1.0),
+                 model_range: tuple[float, float] = (-1.0, 1.0),
+                 image_shape: tuple[int, int, int] | None = None) -> None:
+        super().__init__(image_range, model_range)
+        if not callable(model):
+            raise TypeError(f"DiffusionPrior: argument 'model' must be callable, got {type(model).__name__}")
+        self.model = model
+        if scheduler is None:
+            from diffusers import DDPMScheduler
+
+            scheduler = DDPMScheduler()
+        alphas = scheduler if isinstance(scheduler, torch.Tensor) else getattr(scheduler, "alphas_cumprod", None)
+        if not isinstance(alphas, torch.Tensor) or alphas.dim() != 1 or not bool(((alphas > 0) & (alphas < 1)).all()):
+            raise ValueError("DiffusionPrior: argument 'scheduler' must have alphas_cumprod, a 1-D tensor in (0, 1)")
+        self.register_buffer("alphas_cumprod", alphas.detach().double().clone(), persistent=False)
+        self.scheduler = None if isinstance(scheduler, torch.Tensor) else scheduler
+        config = getattr(model, "config", None)
+        if image_shape is None and config is not None and getattr(config, "sample_size", None) is not None:
+            size = config.sample_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            image_shape = (config.in_channels, *size)
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu", **kwargs) -> "DiffusionPrior":
+        """Load a diffusers DDPM folder (`unet/` + `scheduler/`, as written by `save_pretrained` of a pipeline)
+        from a local path, e.g. a downloaded google/ddpm-celebahq-256 or the shipped `data/ddpm_faces32`."""
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        root = _local_folder(folder, "DiffusionPrior.from_pretrained")
+        unet_dir = root / "unet" if (root / "unet").is_dir() else root
+        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype).to(device).eval()
+        scheduler_dir = root / "scheduler"
+        scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if scheduler_dir.is_dir() else None
+        return cls(unet, scheduler, **kwargs)
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_sigma(self, t: int) -> tuple[float, float]:
+        """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) at integer timestep t."""
+        abar = float(self.alphas_cumprod[t])
+        return abar ** 0.5, (1 - abar) ** 0.5
+
+    def check_image(self, x: torch.Tensor, who: str, arg: str) -> None:
+        """Raise a clear error unless x is a finite (N, C, H, W) tensor of the shape the model expects."""
+        _check_finite(x, who, arg)
+        if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{who}: argument '{arg}' has images of shape {tuple(x.shape[1:])} but the diffusion "
+                             f"model expects {self.image_shape} (C, H, W)")
+
+    @torch.no_grad()
+    def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        """ε_θ(x_t, t) for x_t (B, C, H, W) in the model range, in x_t's dtype; no autograd graph."""
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        dtype = _net_dtype(self.model) or x_t.dtype
+        out = _output(self.model(x_t.to(dtype), t)).to(x_t.dtype)
+        channels = x_t.shape[1]
+        return out[:, :channels] if out.shape[1] == 2 * channels else out
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, *, seed: int = 0, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """n samples in the image range by deterministic DDIM over `steps` timesteps (for looking at the prior)."""
+        if self.image_shape is None:
+            raise ValueError("DiffusionPrior.sample: the image shape is unknown; pass image_shape to the constructor")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn((n, *self.image_shape), generator=gen, dtype=dtype).to(device)
+        ts = list(range(0, self.num_timesteps, self.num_timesteps // steps))[::-1]
+        for i, t in enumerate(ts):
+            a, s = self.alpha_sigma(t)
+            eps = self.eps(x, t)
+            x0 = (x - s * eps) / a
+            a_next, s_next = self.alpha_sigma(ts[i + 1]) if i + 1 < len(ts) else (1.0, 0.0)
+            x = a_next * x0 + s_next * eps
+        return self.to_image(x)
+
+
+class PromptEmbeddings:
+    """Precomputed text conditioning for a text-to-image flow model (so that no text encoder is needed at solve
+    time): `prompt` (1 or B, S, D) and `pooled` (1 or B, P), e.g. from `StableDiffusion3Pipeline.encode_prompt`
+    run once and saved with safetensors."""
+
+    def __init__(self, prompt: torch.Tensor, pooled: torch.Tensor) -> None:
+        if prompt.dim() != 3 or pooled.dim() != 2:
+            raise ValueError(f"PromptEmbeddings: expected prompt (B, S, D) and pooled (B, P), got "
+                             f"{tuple(prompt.shape)} and {tuple(pooled.shape)}")
+        self.prompt, self.pooled = prompt, pooled
+
+    def expand(self, batch: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.prompt.to(device, dtype).expand(batch, -1, -1), self.pooled.to(device, dtype).expand(batch, -1))
+
+
+class FlowPrior(_RangeMap):
+    r"""A rectified-flow velocity model v_θ(z_t, t) (t = 1 is noise) in the latent space of an autoencoder.
+
+    Args:
+        velocity: a diffusers `SD3Transformer2DModel` (called with `timestep_scale · t` and the prompt embeddings),
+            a diffusers `UNet2DModel` trained on velocities (called as `model(z, timestep_scale · t)`), or any
+            callable `v(z, t)` with t (B,) float in [0, 1].
+        autoencoder: a diffusers `AutoencoderKL` (latent = (mean − shift_factor) · scaling_factor) or
+            `AutoencoderTiny`, any module with `encode`/`decode` returning tensors, or None (a pixel-space flow).
+        prompt, negative_prompt: `PromptEmbeddings` for text-conditioned transformers; None gives zero embeddings
+            (an unconditional model, or the "null" prompt). Classifier-free guidance with `guidance_scale` w > 1:
+            v = v_neg + w (v_prompt − v_neg).
+        latent_shape: (C, h, w) of the latents, for the size check; read from the transformer's config if absent.
+    """
+
+    def __init__(self, velocity: Callable, autoencoder: Any = None, *, prompt: PromptEmbeddings | None = None,
+                 negative_prompt: PromptEmbeddings | None = None, guidance_scale: float = 1.0,
+                 timestep_scale: float = 1000.0, image_range: tuple[float, float] = (0.0, 1.0),
+                 model_range: tuple[float, float] = (-1.0, 1.0),
+                 latent_shape: tuple[int, int, int] | None = None) -> None:
+        super().__init__(image_range, model_range)
+        if not callable(velocity):
+            raise TypeError(f"FlowPrior: argument 'velocity' must be callable, got {type(velocity).__name__}")
+        if guidance_scale < 1.0:
+            raise ValueError(f"FlowPrior: argument 'guidance_scale' must be >= 1, got {guidance_scale}")
+        self.velocity_model, self.autoencoder = velocity, autoencoder
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.guidance_scale, self.timestep_scale = float(guidance_scale), float(timestep_scale)
+        config = getattr(velocity, "config", None)
+        self._joint = config is not None and hasattr(config, "joint_attention_dim")
+        if latent_shape is None and config is not None and getattr(config, "sample_size", None) is not None:
+            size = config.sample_size
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            latent_shape = (config.in_channels, *size)
+        self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
+        ae_config = getattr(autoencoder, "config", None)
+        self.scaling_factor = float(getattr(ae_config, "scaling_factor", None) or 1.0)
+        self.shift_factor = float(getattr(ae_config, "shift_factor", None) or 0.0)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu", autoencoder: str = "vae", **kwargs) -> "FlowPrior":
+        """Load the `transformer/` (SD3Transformer2DModel) and autoencoder (`vae/`, AutoencoderKL, or a folder of
+        an AutoencoderTiny such as taesd3 given by path) of a Stable Diffusion 3 folder, or the shipped
+        `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`."""
+        from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
+
+        root = _local_folder(folder, "FlowPrior.from_pretrained")
+        transformer = SD3Transformer2DModel.from_pretrained(str(root / "transformer"), torch_dtype=dtype)
+        ae_dir = Path(autoencoder) if Path(autoencoder).is_absolute() else root / autoencoder
+        ae_dir = _local_folder(ae_dir, "FlowPrior.from_pretrained (autoencoder)")
+        config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
+        ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
+        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype)
+        return cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
+
+    def check_latent(self, z: torch.Tensor, who: str, arg: str) -> None:
+        _check_finite(z, who, arg)
+        if self.latent_shape is not None and tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(f"{who}: argument '{arg}' gives latents of shape {tuple(z.shape[1:])} but the flow model "
+                             f"expects {self.latent_shape} (C, h, w); resize the images to match the model")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, C, H, W) in the image range -> latent z_0 (the autoencoder's mean, scaled and shifted)."""
+        _check_finite(x, "FlowPrior.encode", "x")
+        x = self.to_model(x)
+        if self.autoencoder is None:
+            z = x
+        else:
+            dtype = _net_dtype(self.autoencoder) or x.dtype
+            out = self.autoencoder.encode(x.to(dtype))
+            dist = getattr(out, "latent_dist", None)
+            z = dist.mean if dist is not None else getattr(out, "latents", out)
+            z = (_output(z) if not isinstance(z, torch.Tensor) else z).to(x.dtype)
+            z = (z - self.shift_factor) * self.scaling_factor
+        self.check_latent(z, "FlowPrior.encode", "x")
+        return z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, c, h, w) -> image in the image range; differentiable (the data steps go through it)."""
+        if self.autoencoder is None:
+            return self.to_image(z)
+        dtype = _net_dtype(self.autoencoder) or z.dtype
+        x = _output(self.autoencoder.decode((z / self.scaling_factor + self.shift_factor).to(dtype)))
+        return self.to_image(x.to(z.dtype))
+
+    def _call(self, z: torch.Tensor, t: torch.Tensor, prompt: PromptEmbeddings | None) -> torch.Tensor:
+        net = self.velocity_model
+        dtype = _net_dtype(net) or z.dtype
+        if self._joint:
+            config = net.config
+            if prompt is None:
+                prompt = PromptEmbeddings(torch.zeros(1, 1, config.joint_attention_dim),
+                                          torch.zeros(1, config.pooled_projection_dim))
+            states, pooled = prompt.expand(z.shape[0], z.device, dtype)
+            out = net(hidden_states=z.to(dtype), timestep=(self.timestep_scale * t).to(dtype),
+                      encoder_hidden_states=states, pooled_projections=pooled)
+        elif hasattr(net, "config"):
+            out = net(z.to(dtype), (self.timestep_scale * t).to(dtype))
+        else:
+            out = net(z.to(dtype), t.to(dtype))
+        return _output(out).to(z.dtype)
+
+    @torch.no_grad()
+    def velocity(self, z_t: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+        """v_θ(z_t, t), t ∈ [0, 1] (1 = noise), with classifier-free guidance when guidance_scale > 1."""
+        t = torch.as_tensor(t, dtype=z_t.dtype, device=z_t.device).reshape(-1).expand(z_t.shape[0])
+        v = self._call(z_t, t, self.prompt)
+        if self.guidance_scale != 1.0:
+            v_neg = self._call(z_t, t, self.negative_prompt)
+            v = v_neg + self.guidance_scale * (v - v_neg)
+        return v
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, *, seed: int = 0, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """n samples in the image range by Euler integration of dz/dt = v from t = 1 to 0."""
+        if self.latent_shape is None:
+            raise ValueError("FlowPrior.sample: the latent shape is unknown; pass latent_shape to the constructor")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        z = torch.randn((n, *self.latent_shape), generator=gen, dtype=dtype).to(device)
+        ts = torch.linspace(1, 0, steps + 1)
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            z = z + (t_next - t).item() * self.velocity(z, float(t))
+        return self.decode(z)

@@ -1,0 +1,51 @@
+"""What RED-Diff and FLAIR share: the measurement check, the starting image, the data misfit and seeded noise."""
+from __future__ import annotations
+
+import torch
+
+from imaging.operators.base import LinearOperator, Operator
+
+
+def check_measurement(operator: Operator, y: torch.Tensor, who: str) -> torch.Tensor:
+    if not isinstance(operator, Operator) and not callable(operator):
+        raise TypeError(f"{who}: argument 'operator' must be an imaging Operator or a callable, got "
+                        f"{type(operator).__name__}")
+    if not isinstance(y, torch.Tensor) or y.dim() < 2:
+        raise ValueError(f"{who}: argument 'y' must be a batched tensor (N, ...), got "
+                         f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{who}: argument 'y' contains NaN or infinite values")
+    return y
+
+
+def starting_image(operator: Operator, y: torch.Tensor, x0: torch.Tensor | None, image_range: tuple[float, float],
+                   who: str) -> torch.Tensor:
+    """x0 if given, else the pseudo-inverse A⁺y of a linear operator, clipped to the image range."""
+    if x0 is None:
+        if not isinstance(operator, LinearOperator):
+            raise ValueError(f"{who}: a nonlinear operator has no pseudo-inverse; pass the starting image x0")
+        x0 = operator.pinv(y)
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(f"{who}: argument 'x0' contains NaN or infinite values")
+    with torch.no_grad():
+        x = operator(x0)
+    if x.shape != y.shape:
+        raise ValueError(f"{who}: the operator maps x0 {tuple(x0.shape)} to {tuple(x.shape)}, which does not match "
+                         f"y {tuple(y.shape)}")
+    return x0.detach().clamp(*image_range)
+
+
+def squared_misfit(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """‖A(x) − y‖² per sample, (N,)."""
+    r = operator(x) - y
+    return (r.abs() ** 2 if r.is_complex() else r * r).flatten(1).sum(1)
+
+
+class SeededNoise:
+    """Standard normal draws from a CPU generator (the same numbers on every device), then moved to `like`."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2 ** 63)
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)

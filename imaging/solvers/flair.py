@@ -1,0 +1,160 @@
+r"""FLAIR (Erbach et al., NeurIPS 2025): a variational posterior mode in the latent space of a flow-matching model.
+
+The latent μ (image x = D(μ)) minimises the data misfit plus the flow-matching loss of q(z_t | y) =
+N((1 − t) μ, t² I), t = 1 noise. Per time t of the grid linspace(1, t_min, K + 2) without its ends (descending):
+
+    ε   = a x̂₁ + √(1 − a²) ξ,  a = 1 − t            (deterministic trajectory adjustment; a = 0 without it)
+    z_t = t ε + (1 − t) μ,   v = v_θ(z_t, t),   x̂₁ = z_t + (1 − t) v     (the predicted noise endpoint)
+    μ  ← μ − η_R λ(t) (v − (ε − μ))                 (prior step; the velocity network is never differentiated)
+    then up to J data steps  μ ← μ − η_D λ(t) ∇_μ s² ‖A(D(μ)) − y‖²,  stopping once the per-pixel mean
+    squared residual is at most the noise level²    (decoupled "hard" data consistency, through the decoder)
+
+λ(t) = ρ·w(t) with the calibrated weight w ∝ 1/E‖v_θ(z_t, t) − (ε − z_0)‖² (mean 1 over the grid; computed
+offline by `flow_velocity_error` + `calibrated_weights`) or w = 1 (constant weight). s is the model-range units
+per image unit, so the data step equals the paper's for images in [−1, 1].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from imaging.operators.base import Operator
+from imaging.priors.generative import FlowPrior
+from imaging.solvers._variational import SeededNoise, check_measurement, squared_misfit, starting_image
+from imaging.solvers.base import IterativeSolver
+
+
+class Flair(IterativeSolver):
+    """FLAIR for y ≈ A(x) with a `FlowPrior`; `run(x0=None)` starts from E(A⁺y) (linear A) or E(x0).
+
+    Args:
+        prior: the flow model (and its autoencoder); operator: any `Operator` on images in the image range.
+        y: measurements (N, ...), N independent problems.
+        steps: K prior steps on the grid linspace(1, t_min, K + 2)[1:-1].
+        weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t), or None for
+            a constant weight 1. regularisation: ρ, the prior weight's scale.
+        lr_prior, lr_data: η_R and η_D. data_steps: J (0: no data steps). noise_level: the data steps stop once
+            the RMS residual (image units) reaches it.
+        trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
+        decoupled: data steps in their own loop after the prior step (HDC); False takes one data gradient step
+            together with each prior step.
+        seed: for ξ and the first x̂₁ (None: random).
+    History per step: t, data_rms (after the data steps), prior_loss (mean (v − (ε − μ))²), data_steps.
+    """
+
+    name = "FLAIR"
+
+    def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
+                 t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
+                 lr_prior: float = 1.0, lr_data: float = 0.1, data_steps: int = 15, noise_level: float = 0.005,
+                 trajectory_adjustment: bool = True, decoupled: bool = True, seed: int | None = 0,
+                 **loop_options) -> None:
+        if not isinstance(prior, FlowPrior):
+            raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
+        if steps < 1 or not 0 <= t_min < 1:
+            raise ValueError(f"Flair: need steps >= 1 and t_min in [0, 1), got {steps} and {t_min}")
+        for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior), ("lr_data", lr_data),
+                            ("noise_level", noise_level)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"Flair: argument '{name}' must be finite and >= 0, got {value}")
+        if weights is not None and (weights.dim() != 1 or not bool(torch.isfinite(weights).all())
+                                    or not bool((weights >= 0).all())):
+            raise ValueError("Flair: argument 'weights' must be a 1-D curve of finite non-negative weights")
+        super().__init__(max_iter=steps, **loop_options)
+        self.prior, self.operator = prior, operator
+        self.y = check_measurement(operator, y, "Flair")
+        self.times = torch.linspace(1, t_min, steps + 2)[1:-1].tolist()
+        self.weights, self.regularisation = weights, regularisation
+        self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
+        self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
+
+    def weight(self, t: float) -> float:
+        """λ(t) = ρ w(t), w looked up at the nearest point of linspace(1, 0, M)."""
+        if self.weights is None:
+            return self.regularisation
+        m = self.weights.shape[0]
+        return self.regularisation * float(self.weights[round((1 - t) * (m - 1))])
+
+    def prior_direction(self, mu: torch.Tensor, t: float, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v_θ(z_t, t) − (ε − μ), x̂₁) at z_t = t ε + (1 − t) μ: the stop-gradient prior direction (the flow-
+        matching loss's gradient in μ without the network's Jacobian) and the predicted noise endpoint."""
+        z_t = t * eps + (1 - t) * mu
+        v = self.prior.velocity(z_t, t)
+        return v - (eps - mu), z_t + (1 - t) * v
+
+    def _data_gradient(self, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇_μ s²‖A(D(μ)) − y‖² per sample, ‖A(D(μ)) − y‖² per sample)."""
+        with torch.enable_grad():
+            mu_ = mu.detach().requires_grad_(True)
+            misfit = squared_misfit(self.operator, self.prior.decode(mu_), self.y)
+            grad, = torch.autograd.grad(self.prior.scale ** 2 * misfit.sum(), mu_)
+        return grad, misfit.detach()
+
+    def init(self, x0: torch.Tensor | None):
+        x0 = starting_image(self.operator, self.y, x0, self.prior.image_range, "Flair")
+        with torch.no_grad():
+            mu = self.prior.encode(x0)
+        noise = SeededNoise(self.seed)
+        return {"mu": mu, "x1": noise.like(mu), "noise": noise, "k": 0}
+
+    def step(self, state):
+        mu, noise = state["mu"], state["noise"]
+        t = self.times[state["k"]]
+        state["k"] += 1
+        a = 1 - t if self.trajectory_adjustment else 0.0
+        eps = a * state["x1"] + math.sqrt(1 - a * a) * noise.like(mu)
+        direction, state["x1"] = self.prior_direction(mu, t, eps)
+        lam = self.weight(t)
+        n_y = self.y[0].numel()
+        tolerance = self.noise_level ** 2 * n_y
+        used = 0
+        if self.decoupled:
+            mu = mu - self.lr_prior * lam * direction
+            for _ in range(self.data_steps):
+                grad, misfit = self._data_gradient(mu)
+                active = (misfit > tolerance).to(mu.dtype).reshape(-1, *[1] * (mu.dim() - 1))
+                if not bool(active.any()):
+                    break
+                mu = mu - self.lr_data * lam * active * grad
+                used += 1
+        else:
+            grad, _ = self._data_gradient(mu)
+            mu = mu - self.lr_prior * lam * direction - self.lr_data * lam * grad
+        state["mu"] = mu
+        with torch.no_grad():
+            misfit = squared_misfit(self.operator, self.prior.decode(mu), self.y)
+        return state, {"t": t, "data_rms": math.sqrt(float(misfit.mean()) / n_y),
+                       "prior_loss": float((direction * direction).mean()), "data_steps": float(used)}
+
+    def estimate(self, state) -> torch.Tensor:
+        with torch.no_grad():
+            return self.prior.decode(state["mu"])
+
+
+@torch.no_grad()
+def flow_velocity_error(prior: FlowPrior, images: torch.Tensor, points: int = 100, samples: int = 4,
+                        seed: int = 0, batch: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow model's velocity error L(t) = E‖v_θ(z_t, t) − (ε − z_0)‖² / numel on the grid t = linspace(1, 0,
+    points), z_0 = E(x) for held-out `images` (N, C, H, W), `samples` noise draws per image. Returns (t, L)."""
+    z0 = torch.cat([prior.encode(chunk) for chunk in images.split(batch)])
+    noise = SeededNoise(seed)
+    grid = torch.linspace(1, 0, points)
+    errors = torch.zeros(points, dtype=torch.float64)
+    for i, t in enumerate(tqdm(grid.tolist(), desc="velocity error", disable=not progress, leave=False)):
+        total = 0.0
+        for _ in range(samples):
+            for chunk in z0.split(batch):
+                eps = noise.like(chunk)
+                v = prior.velocity(t * eps + (1 - t) * chunk, t)
+                total += float(((v - (eps - chunk)) ** 2).sum())
+        errors[i] = total / (samples * z0.numel())
+    return grid, errors
+
+
+def calibrated_weights(errors: torch.Tensor) -> torch.Tensor:
+    """FLAIR's calibrated weight curve from the velocity errors L (on linspace(1, 0, M)): w = 1/(L + 1e-7),
+    normalised to mean 1."""
+    w = 1.0 / (errors + 1e-7)
+    return w / w.mean()

@@ -1,0 +1,117 @@
+r"""RED-Diff (Mardani et al., ICLR 2024): regularisation by denoising diffusion, a variational posterior mode.
+
+With q(x_0 | y) = δ(x_0 − μ) in the model range, RED-Diff minimises over μ by Adam, sweeping t from T to 0:
+
+    ℓ(μ) = w_obs s² ‖y − A(x(μ))‖² / (2 n_y) + λ w(σ_t/α_t) ⟨sg(ε_θ(α_t μ + σ_t ε, t) − ε), μ⟩ / n_x,
+
+ε ~ N(0, I) drawn afresh at each step, sg the stop-gradient (the network is never differentiated: it runs under
+torch.no_grad), x(μ) the image of μ, s the model-range units per image unit (so the data term is the paper's for
+images in [−1, 1]) and w the SNR weighting (default linear, w(r) = r = 1/√SNR_t). Both terms are per-pixel means, as
+in the official code, so λ does not depend on the image size. Timesteps t = T − T/K, …, T/K, 0 for K steps; Adam
+betas (0.9, 0.99). The data term goes through any `Operator` (linear or not) by autograd.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from imaging.operators.base import Operator
+from imaging.priors.generative import DiffusionPrior
+from imaging.solvers._variational import SeededNoise, check_measurement, squared_misfit, starting_image
+from imaging.solvers.base import IterativeSolver
+
+
+def linear_weighting(r: float) -> float:
+    """w(r) = r = σ_t/α_t (the paper's default)."""
+    return r
+
+
+def sqrt_weighting(r: float) -> float:
+    return math.sqrt(r)
+
+
+def square_weighting(r: float) -> float:
+    return r * r
+
+
+def log_weighting(r: float) -> float:
+    return math.log1p(r)
+
+
+def clipped_weighting(r: float) -> float:
+    return min(r, 1.0)
+
+
+def constant_weighting(r: float) -> float:
+    return 1.0
+
+
+class RedDiff(IterativeSolver):
+    """RED-Diff for y ≈ A(x) with a `DiffusionPrior`; `run(x0=None)` starts from A⁺y (linear A) or x0.
+
+    Args:
+        prior: the diffusion model; operator: any `Operator` acting on images (N, C, H, W) in the image range.
+        y: measurements (N, ...); N independent problems are solved together.
+        steps: K timesteps (≤ T). lr: Adam step size. lam: λ, the prior weight relative to the data term.
+        obs_weight: w_obs. weighting: w(σ_t/α_t) (`linear_weighting`, `sqrt_weighting`, …, any float -> float).
+        sigma_x0: std of the noise added to μ before diffusing (0 in the paper's setting).
+        seed: for the noise draws (None: random).
+    History per step: t, data_rms (RMS of A(x) − y in image units), prior_loss (mean (ε_θ − ε)²).
+    """
+
+    name = "RED-Diff"
+
+    def __init__(self, prior: DiffusionPrior, operator: Operator, y: torch.Tensor, *, steps: int = 100,
+                 lr: float = 0.25, lam: float = 0.25, obs_weight: float = 1.0,
+                 weighting: Callable[[float], float] = linear_weighting, sigma_x0: float = 0.0,
+                 seed: int | None = 0, **loop_options) -> None:
+        if not isinstance(prior, DiffusionPrior):
+            raise TypeError(f"RedDiff: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
+        if not 1 <= steps <= prior.num_timesteps:
+            raise ValueError(f"RedDiff: argument 'steps' must be in [1, {prior.num_timesteps}], got {steps}")
+        for name, value in (("lr", lr), ("lam", lam), ("obs_weight", obs_weight), ("sigma_x0", sigma_x0)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"RedDiff: argument '{name}' must be finite and >= 0, got {value}")
+        super().__init__(max_iter=steps, **loop_options)
+        self.prior, self.operator = prior, operator
+        self.y = check_measurement(operator, y, "RedDiff")
+        self.lr, self.lam, self.obs_weight, self.weighting, self.sigma_x0 = lr, lam, obs_weight, weighting, sigma_x0
+        stride = prior.num_timesteps // steps
+        self.timesteps = list(range(0, prior.num_timesteps, stride))[::-1][:steps]
+        self.seed = seed
+
+    def prior_direction(self, mu: torch.Tensor, t: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w(σ_t/α_t)·(ε_θ(α_t μ + σ_t ε, t) − ε), ε_θ − ε): the stop-gradient prior direction (times λ/n_x it
+        is the prior term's gradient in μ) and the raw denoising residual."""
+        alpha, sigma = self.prior.alpha_sigma(t)
+        residual = self.prior.eps(alpha * mu + sigma * eps, t) - eps
+        return self.weighting(sigma / alpha) * residual, residual
+
+    def init(self, x0: torch.Tensor | None):
+        x0 = starting_image(self.operator, self.y, x0, self.prior.image_range, "RedDiff")
+        self.prior.check_image(x0, "RedDiff", "x0")
+        mu = self.prior.to_model(x0).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
+        return {"mu": mu, "optimizer": optimizer, "noise": SeededNoise(self.seed), "k": 0}
+
+    def step(self, state):
+        mu, optimizer, noise = state["mu"], state["optimizer"], state["noise"]
+        t = self.timesteps[state["k"]]
+        state["k"] += 1
+        x0 = mu.detach() + self.sigma_x0 * noise.like(mu) if self.sigma_x0 > 0 else mu.detach()
+        direction, residual = self.prior_direction(x0, t, noise.like(mu))
+        n_x, n_y = mu[0].numel(), self.y[0].numel()
+        with torch.enable_grad():
+            optimizer.zero_grad(set_to_none=False)
+            misfit = squared_misfit(self.operator, self.prior.to_image(mu), self.y)
+            loss = self.obs_weight * self.prior.scale ** 2 * misfit.sum() / (2 * n_y)
+            loss.backward()
+        mu.grad += (self.lam / n_x) * direction  # the stop-gradient prior term, added to autograd's data gradient
+        optimizer.step()
+        return state, {"t": float(t), "data_rms": math.sqrt(float(misfit.mean()) / n_y),
+                       "prior_loss": float((residual * residual).mean())}
+
+    def estimate(self, state) -> torch.Tensor:
+        return self.prior.to_image(state["mu"].detach())
