@@ -1,8 +1,9 @@
 """Learn a field of experts for denoising (σ = 25/255) with MAID and compare it with learned TV on held-out images.
 
 Training: grey crops of offline scikit-image pictures with seeded noise; held-out: crops of other pictures. The
-FoE has K filters (starting from the learned TV: its two difference filters, plus low-weight 2-D DCT atoms), the
-convex smoothed-|·| potential and reflect padding; θ = (filters, log weights, log ν). TV (λ, ν) is learned on the
+FoE has K filters (starting from the learned TV: its two difference filters, plus small 2-D DCT atoms), the
+convex smoothed-|·| potential and reflect padding; θ = (filters, log ν), the weights being folded into the filters
+(`FieldOfExperts.from_tv`). TV (λ, ν) is learned on the
 same data first and is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
 with --save, data/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
 Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]`.
@@ -25,7 +26,8 @@ from imaging.metrics import psnr  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
 from imaging.priors import FieldOfExperts  # noqa: E402
 
-TRAIN = ("camera", "coins", "moon", "astronaut", "brick", "text")
+TRAIN = ("camera", "coins", "moon", "astronaut", "brick", "text", "clock", "page", "immunohistochemistry",
+         "hubble_deep_field", "grass", "gravel")
 TEST = ("coffee", "chelsea", "rocket")
 SIGMA = 25 / 255
 
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--filter-size", type=int, default=5)
     parser.add_argument("--max-iter", type=int, default=100, help="MAID steps for the FoE")
     parser.add_argument("--tv-max-iter", type=int, default=40, help="MAID steps for the TV baseline")
+    parser.add_argument("--step0", type=float, default=1e-5, help="MAID's first step size for the FoE")
     parser.add_argument("--out", default="out")
     parser.add_argument("--save", action="store_true")
     parser.add_argument("--resume", action="store_true",
@@ -64,10 +67,11 @@ def main() -> None:
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
     model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
         FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size)
+    model.log_weights.requires_grad_(False)  # folded into the filters (see FieldOfExperts.from_tv)
     previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
-    result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=1e-2, max_iter=args.max_iter, tol=1e-6,
+    result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=args.step0, max_iter=args.max_iter, tol=1e-6,
                   progress=progress)
     seconds = time.perf_counter() - start
     problem.load(result.theta)
@@ -104,7 +108,7 @@ def main() -> None:
     plt.close(fig)
     if args.save:
         settings = {"train": TRAIN, "crop": args.size, "sigma": SIGMA, "filters": args.filters,
-                    "filter_size": args.filter_size, "max_iter": previous_steps + args.max_iter,
+                    "filter_size": args.filter_size, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
                     "potential": model.potential, "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}

@@ -49,4 +49,11 @@ def test_from_tv_starts_as_the_smoothed_anisotropic_tv():
     tv = SmoothedTV(0.05, 0.01).double()
     with torch.no_grad():  # equal up to the boundary (reflect padding against the Neumann differences)
         assert abs(float(model.value(x)) / float(tv.value(x)) - 1) < 0.05
-    assert FieldOfExperts.from_tv(0.05, 0.01, count=24, size=5).filters.shape == (24, 5, 5)
+    model = FieldOfExperts.from_tv(0.05, 0.01, count=24, size=5)
+    assert model.filters.shape == (24, 5, 5)
+    # the weights are folded into the filters and frozen: learning sees filters and shapes only
+    from imaging.learning.denoising import DenoisingBilevel
+
+    assert not model.log_weights.requires_grad
+    problem = DenoisingBilevel(x, x, model)
+    assert problem.theta().numel() == 24 * 25 + 24

@@ -3,7 +3,8 @@ g(x) = (1/2n) Σ ‖x − x_true‖² over the n training images.
 
 `DenoisingBilevel(y, x_true, regulariser)` turns any regulariser module with learnable parameters and
 `value`/`grad`/`hvp` (e.g. `SmoothedTV`, `FieldOfExperts` with the convex "abs" potential) into a `BilevelProblem`
-for `maid` / `hoag`: θ is the flat vector of the module's parameters, h is 1-strongly convex (μ = 1 for a convex
+for `maid` / `hoag`: θ is the flat vector of the module's parameters that require grad (freeze one with
+`requires_grad_(False)`), h is 1-strongly convex (μ = 1 for a convex
 R), L_g = 1/n, and the Jacobian J = ∇²_xθ h is applied by autograd. ‖J‖ is estimated by power iteration (with a
 safety factor); the Lipschitz constants of H⁻¹ and J are not known for these problems, so the error bound of MAID
 is a heuristic here, not a certificate (it is exact for quadratic problems).
@@ -62,21 +63,24 @@ class DenoisingBilevel(BilevelProblem):
         if y.shape != x_true.shape:
             raise ValueError(f"DenoisingBilevel: y {tuple(y.shape)} and x_true {tuple(x_true.shape)} must match")
         self.y, self.x_true, self.module = y, x_true, regulariser
-        self.names = [name for name, _ in regulariser.named_parameters()]
-        self.shapes = [p.shape for p in regulariser.parameters()]
+        learnable = [(name, p) for name, p in regulariser.named_parameters() if p.requires_grad]
+        if not learnable:
+            raise ValueError("DenoisingBilevel: argument 'regulariser' has no parameter with requires_grad=True")
+        self.names = [name for name, _ in learnable]
+        self.params = [p for _, p in learnable]
+        self.shapes = [p.shape for p in self.params]
         self.mu = 1.0
         self.upper_lipschitz = 1.0 / y.shape[0]
         self.jacobian_safety = jacobian_safety
 
     def theta(self) -> torch.Tensor:
         """The module's current parameters as one vector."""
-        return parameters_to_vector(self.module.parameters()).detach().to(self.y.dtype)
+        return parameters_to_vector(self.params).detach().to(self.y.dtype)
 
     def load(self, theta: torch.Tensor) -> None:
         """Write θ into the module's parameters."""
         with torch.no_grad():
-            torch.nn.utils.vector_to_parameters(theta.to(next(self.module.parameters()).dtype),
-                                                self.module.parameters())
+            torch.nn.utils.vector_to_parameters(theta.to(self.params[0].dtype), self.params)
 
     def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         out, start = {}, 0

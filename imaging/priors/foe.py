@@ -54,11 +54,17 @@ class FieldOfExperts(nn.Module):
         return cls(filters, weights, nu, potential, padding)
 
     @classmethod
-    def from_tv(cls, weight: float, nu: float, count: int = 24, size: int = 5, *, potential: str = "abs",
-                padding: str = "reflect", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
-        """A field of experts equal to the anisotropic smoothed TV λ Σ_k sqrt((D_k x)² + ν²) (its two forward-
-        difference filters, weight λ, shape ν) plus count − 2 low-frequency DCT atoms with weights 1000× smaller:
-        a start for learning that is already as good as the TV it came from."""
+    def from_tv(cls, weight: float, nu: float, count: int = 24, size: int = 5, *, atom_scale: float = 0.1,
+                potential: str = "abs", padding: str = "reflect",
+                dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
+        """A field of experts close to the anisotropic smoothed TV λ Σ_k sqrt((D_k x)² + ν²) (its two forward-
+        difference filters) plus count − 2 low-frequency DCT atoms at `atom_scale` of the TV filters' size: a start
+        for learning.
+
+        For the smoothed |·|, a·φ(z; ν) = φ(a z; a ν): the weight λ is folded into the filters (λ D_k, shape λν)
+        and the weights are 1 and frozen (requires_grad False). Learning them too is redundant and badly scaled:
+        every derivative of an expert in (a, k, ν) scales with a, so experts started at a small weight never move.
+        The Student-t potential has no such invariance and keeps learnable weights (all λ)."""
         if count < 2 or size < 3 or size % 2 == 0:
             raise ValueError(f"FieldOfExperts.from_tv: need count >= 2 and an odd size >= 3, got {count}, {size}")
         filters = torch.zeros(count, size, size, dtype=dtype)
@@ -66,10 +72,12 @@ class FieldOfExperts(nn.Module):
         filters[0, c, c], filters[0, c, c + 1] = -1.0, 1.0
         filters[1, c, c], filters[1, c + 1, c] = -1.0, 1.0
         if count > 2:
-            filters[2:] = dct_atoms(count - 2, size, dtype)
-        weights = torch.full((count,), weight * 1e-3, dtype=dtype)
-        weights[:2] = weight
-        return cls(filters, weights, torch.full((count,), nu, dtype=dtype), potential, padding)
+            filters[2:] = atom_scale * dct_atoms(count - 2, size, dtype)
+        if potential == "abs":
+            model = cls(weight * filters, 1.0, torch.full((count,), weight * nu, dtype=dtype), potential, padding)
+            model.log_weights.requires_grad_(False)
+            return model
+        return cls(filters, weight, torch.full((count,), nu, dtype=dtype), potential, padding)
 
     @classmethod
     def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":

@@ -220,6 +220,7 @@ class FlowPrior(_RangeMap):
         self.latent_shape = tuple(latent_shape) if latent_shape is not None else None
         ae_config = getattr(autoencoder, "config", None)
         self.scaling_factor = float(getattr(ae_config, "scaling_factor", None) or 1.0)
+        self.calibrated_weights: torch.Tensor | None = None  # FLAIR's weight curve on linspace(1, 0, M), if known
         self.shift_factor = float(getattr(ae_config, "shift_factor", None) or 0.0)
 
     @classmethod
@@ -227,7 +228,9 @@ class FlowPrior(_RangeMap):
                         device: str | torch.device = "cpu", autoencoder: str = "vae", **kwargs) -> "FlowPrior":
         """Load the `transformer/` (SD3Transformer2DModel) and autoencoder (`vae/`, AutoencoderKL, or a folder of
         an AutoencoderTiny such as taesd3 given by path) of a Stable Diffusion 3 folder, or the shipped
-        `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`."""
+        `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
+        A `calibration.safetensors` in the folder (key "weights", from `imaging.solvers.flair.calibrated_weights`)
+        becomes `calibrated_weights`, FLAIR's default weight curve."""
         from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
@@ -237,7 +240,13 @@ class FlowPrior(_RangeMap):
         config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
         ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
         vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype)
-        return cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
+        prior = cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
+        calibration = root / "calibration.safetensors"
+        if calibration.exists():
+            from safetensors.torch import load_file
+
+            prior.calibrated_weights = load_file(str(calibration))["weights"]
+        return prior
 
     def check_latent(self, z: torch.Tensor, who: str, arg: str) -> None:
         _check_finite(z, who, arg)

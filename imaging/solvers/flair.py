@@ -33,8 +33,9 @@ class Flair(IterativeSolver):
         prior: the flow model (and its autoencoder); operator: any `Operator` on images in the image range.
         y: measurements (N, ...), N independent problems.
         steps: K prior steps on the grid linspace(1, t_min, K + 2)[1:-1].
-        weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t), or None for
-            a constant weight 1. regularisation: ρ, the prior weight's scale.
+        weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t); None takes
+            the prior's `calibrated_weights` if it has them, else a constant 1 (`torch.ones(1)` forces the
+            constant). regularisation: ρ, the prior weight's scale.
         lr_prior, lr_data: η_R and η_D. data_steps: J (0: no data steps). noise_level: the data steps stop once
             the RMS residual (image units) reaches it.
         trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
@@ -66,7 +67,8 @@ class Flair(IterativeSolver):
         self.prior, self.operator = prior, operator
         self.y = check_measurement(operator, y, "Flair")
         self.times = torch.linspace(1, t_min, steps + 2)[1:-1].tolist()
-        self.weights, self.regularisation = weights, regularisation
+        self.weights = weights if weights is not None else prior.calibrated_weights
+        self.regularisation = regularisation
         self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
         self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
 
