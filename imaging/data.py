@@ -56,6 +56,23 @@ def noisy_crops(names: tuple[str, ...], size: int, sigma: float, seed: int = 0,
     return clean, clean + sigma * noise
 
 
+def load_faces(split: str = "train", size: int = 32) -> torch.Tensor:
+    """Grey faces of scikit-image's offline LFW subset as an (N, 1, size, size) float32 tensor in [0, 1].
+
+    The subset holds 100 faces (then 100 non-faces, unused), 25×25, resized with anti-aliasing: faces 0..79 are
+    "train" (N = 80), faces 80..99 are "test" (N = 20, held out from training).
+    """
+    import skimage.data
+    import skimage.transform
+
+    splits = {"train": slice(0, 80), "test": slice(80, 100)}
+    if split not in splits:
+        raise ValueError(f"load_faces: argument 'split' must be 'train' or 'test', got {split!r}")
+    faces = np.asarray(skimage.data.lfw_subset()[:100][splits[split]], dtype=np.float64)
+    faces = np.stack([skimage.transform.resize(face, (size, size), anti_aliasing=True) for face in faces])
+    return torch.from_numpy(np.clip(faces, 0.0, 1.0)).float()[:, None].contiguous()
+
+
 def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
     """Write tensors (stored as float32) to a safetensors file atomically (temporary file, then rename), with the
     JSON-encoded `settings` as metadata; the file is readable by everyone."""

@@ -120,7 +120,8 @@ class DiffusionPrior(_RangeMap):
 
         root = _local_folder(folder, "DiffusionPrior.from_pretrained")
         unet_dir = root / "unet" if (root / "unet").is_dir() else root
-        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype).to(device).eval()
+        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype, low_cpu_mem_usage=False)
+        unet = unet.to(device).eval()
         scheduler_dir = root / "scheduler"
         scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if scheduler_dir.is_dir() else None
         return cls(unet, scheduler, **kwargs)
@@ -234,12 +235,13 @@ class FlowPrior(_RangeMap):
         from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
-        transformer = SD3Transformer2DModel.from_pretrained(str(root / "transformer"), torch_dtype=dtype)
+        transformer = SD3Transformer2DModel.from_pretrained(str(root / "transformer"), torch_dtype=dtype,
+                                                            low_cpu_mem_usage=False)
         ae_dir = Path(autoencoder) if Path(autoencoder).is_absolute() else root / autoencoder
         ae_dir = _local_folder(ae_dir, "FlowPrior.from_pretrained (autoencoder)")
         config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
         ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
-        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype)
+        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype, low_cpu_mem_usage=False)
         prior = cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
         calibration = root / "calibration.safetensors"
         if calibration.exists():
