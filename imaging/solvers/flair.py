@@ -6,8 +6,11 @@ N((1 − t) μ, t² I), t = 1 noise. Per time t of the grid linspace(1, t_min, K
     ε   = a x̂₁ + √(1 − a²) ξ,  a = 1 − t            (deterministic trajectory adjustment; a = 0 without it)
     z_t = t ε + (1 − t) μ,   v = v_θ(z_t, t),   x̂₁ = z_t + (1 − t) v     (the predicted noise endpoint)
     μ  ← μ − η_R λ(t) (v − (ε − μ))                 (prior step; the velocity network is never differentiated)
-    then up to J data steps  μ ← μ − η_D λ(t) ∇_μ s² ‖A(D(μ)) − y‖²,  stopping once the per-pixel mean
-    squared residual is at most the noise level²    (decoupled "hard" data consistency, through the decoder)
+    then up to J data steps  μ ← μ − η ∇_μ s² ‖A(D(μ)) − y‖²,  stopping once the per-pixel mean squared
+    residual is at most the noise level²    (decoupled "hard" data consistency, through the decoder)
+
+with the paper's η = η_D λ(t), or by default the Polyak step η = s²(‖A(D(μ)) − y‖² − n σ²)/‖∇‖², which needs no
+tuning per operator or image size (the paper's η_D ranges from 0.1 to 12 across its tasks).
 
 λ(t) = ρ·w(t) with the calibrated weight w ∝ 1/E‖v_θ(z_t, t) − (ε − z_0)‖² (mean 1 over the grid; computed
 offline by `flow_velocity_error` + `calibrated_weights`) or w = 1 (constant weight). s is the model-range units
@@ -36,8 +39,10 @@ class Flair(IterativeSolver):
         weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t); None takes
             the prior's `calibrated_weights` if it has them, else a constant 1 (`torch.ones(1)` forces the
             constant). regularisation: ρ, the prior weight's scale.
-        lr_prior, lr_data: η_R and η_D. data_steps: J (0: no data steps). noise_level: the data steps stop once
-            the RMS residual (image units) reaches it.
+        lr_prior: η_R. lr_data: η_D, the paper's fixed data step (to be tuned per operator and image size), or
+            None (default) for the Polyak step s²(‖r‖² − nσ²)/‖∇‖², which aims each data step at the noise level
+            and needs no tuning. data_steps: J (0: no data steps). noise_level: σ, the data steps stop once the
+            RMS residual (image units) reaches it.
         trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
         decoupled: data steps in their own loop after the prior step (HDC); False takes one data gradient step
             together with each prior step.
@@ -49,15 +54,15 @@ class Flair(IterativeSolver):
 
     def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
                  t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
-                 lr_prior: float = 1.0, lr_data: float = 0.1, data_steps: int = 15, noise_level: float = 0.005,
+                 lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15, noise_level: float = 0.005,
                  trajectory_adjustment: bool = True, decoupled: bool = True, seed: int | None = 0,
                  **loop_options) -> None:
         if not isinstance(prior, FlowPrior):
             raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
         if steps < 1 or not 0 <= t_min < 1:
             raise ValueError(f"Flair: need steps >= 1 and t_min in [0, 1), got {steps} and {t_min}")
-        for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior), ("lr_data", lr_data),
-                            ("noise_level", noise_level)):
+        for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior),
+                            ("lr_data", 0.0 if lr_data is None else lr_data), ("noise_level", noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Flair: argument '{name}' must be finite and >= 0, got {value}")
         if weights is not None and (weights.dim() != 1 or not bool(torch.isfinite(weights).all())
@@ -94,6 +99,37 @@ class Flair(IterativeSolver):
             grad, = torch.autograd.grad(self.prior.scale ** 2 * misfit.sum(), mu_)
         return grad, misfit.detach()
 
+    def _data_step(self, grad: torch.Tensor, excess: torch.Tensor, lam: float) -> torch.Tensor:
+        """Per-sample step size (N, 1, ...): the paper's η_D λ(t), or with lr_data None the Polyak step
+        s²(‖r‖² − n σ²)/‖∇‖² towards the noise level (0 where the residual is already at the noise level)."""
+        shape = (-1, *[1] * (grad.dim() - 1))
+        if self.lr_data is not None:
+            return (self.lr_data * lam * (excess > 0).to(grad.dtype)).reshape(shape)
+        grad_norm2 = (grad * grad).flatten(1).sum(1).clamp(min=1e-30)
+        return (self.prior.scale ** 2 * excess / grad_norm2).reshape(shape)
+
+    @torch.no_grad()
+    def _data_descent(self, mu: torch.Tensor, grad: torch.Tensor, misfit: torch.Tensor, excess: torch.Tensor,
+                      lam: float, halvings: int = 8) -> torch.Tensor:
+        """One data step. With the Polyak step, halve it per sample until the misfit decreases (Armijo, c = 1e-4):
+        the noise level may be below what the decoder can reach, and then the Polyak step is too long."""
+        step = self._data_step(grad, excess, lam)
+        if self.lr_data is not None:
+            return mu - step * grad
+        decrease = 1e-4 * (grad * grad).flatten(1).sum(1) / self.prior.scale ** 2
+        accepted = torch.zeros_like(misfit, dtype=torch.bool)
+        out = mu.clone()
+        for _ in range(halvings):
+            trial = mu - step * grad
+            new = squared_misfit(self.operator, self.prior.decode(trial), self.y)
+            ok = ~accepted & (new <= misfit - step.flatten() * decrease)
+            out[ok] = trial[ok]
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+            step = torch.where(accepted.reshape(step.shape), step, step / 2)
+        return out
+
     def init(self, x0: torch.Tensor | None):
         x0 = starting_image(self.operator, self.y, x0, self.prior.image_range, "Flair")
         with torch.no_grad():
@@ -116,14 +152,15 @@ class Flair(IterativeSolver):
             mu = mu - self.lr_prior * lam * direction
             for _ in range(self.data_steps):
                 grad, misfit = self._data_gradient(mu)
-                active = (misfit > tolerance).to(mu.dtype).reshape(-1, *[1] * (mu.dim() - 1))
-                if not bool(active.any()):
+                excess = (misfit - tolerance).clamp(min=0)
+                if not bool((excess > 0).any()):
                     break
-                mu = mu - self.lr_data * lam * active * grad
+                mu = self._data_descent(mu, grad, misfit, excess, lam)
                 used += 1
         else:
-            grad, _ = self._data_gradient(mu)
-            mu = mu - self.lr_prior * lam * direction - self.lr_data * lam * grad
+            grad, misfit = self._data_gradient(mu)
+            step = self._data_step(grad, (misfit - tolerance).clamp(min=0), lam)
+            mu = mu - self.lr_prior * lam * direction - step * grad
         state["mu"] = mu
         with torch.no_grad():
             misfit = squared_misfit(self.operator, self.prior.decode(mu), self.y)
