@@ -10,12 +10,13 @@ is what is evaluated and saved.
 Writes, atomically, the diffusers folder `<out>/unet/` + `<out>/scheduler/` (safetensors; loaded by
 `UNet2DModel.from_pretrained("data/ddpm_faces32/unet")` and `DDPMScheduler.from_pretrained(
 "data/ddpm_faces32/scheduler")`, or `DiffusionPrior.from_pretrained("data/ddpm_faces32")`), plus
-`<out>/training.json` (settings and results), and out/train_ddpm_faces.png: 16 samples (deterministic DDIM, 50 steps)
-next to 8 training faces and the nearest training face of each sample. Prints the final training loss, the training
-time and the ε-MSE averaged over t on the held-out faces and on the (unaugmented) training faces: a held-out loss
-much above the training one means memorisation.
+`<out>/training.json` (settings and results of each run), and out/train_ddpm_faces.png: 16 samples by deterministic
+DDIM (50 steps) and 16 by stochastic DDPM (250 steps, same seed), the nearest training face of each DDPM sample and 8
+training faces. Prints the final training loss, the training time and the ε-MSE averaged over t on the held-out faces
+and on the (unaugmented) training faces: a held-out loss much above the training one means memorisation.
 Run: `python examples/train_ddpm_faces.py [--steps 1500] [--batch 32] [--lr 1e-3] [--seed 0] [--out data/ddpm_faces32]
-[--threads 1]` (about 0.6 s a step on one CPU thread).
+[--threads 1] [--resume] [--evaluate-only]` (about 0.6 s a step on one CPU thread). The shipped model: the defaults,
+then `--resume --lr 5e-4 --warmup 50` (1500 more steps).
 """
 from __future__ import annotations
 
@@ -124,6 +125,31 @@ def ddim_sample(unet: UNet2DModel, alphas_cumprod: torch.Tensor, count: int, ste
     return x
 
 
+@torch.no_grad()
+def ancestral_sample(unet: UNet2DModel, alphas_cumprod: torch.Tensor, count: int, steps: int = 250,
+                     seed: int = 0) -> torch.Tensor:
+    """count samples in [-1, 1] by stochastic DDPM (ancestral, η = 1) over `steps` evenly strided timesteps:
+    x' = α' x0 + √(σ'² − s²) ε + s z, s² = (σ'²/σ²)(1 − ᾱ/ᾱ'), z fresh noise."""
+    unet.eval()
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((count, 1, SIZE, SIZE), generator=generator)
+    total = len(alphas_cumprod)
+    timesteps = list(range(0, total, total // steps))[::-1]
+    for i, t in enumerate(timesteps):
+        abar = alphas_cumprod[t]
+        eps = unet(x, torch.full((count,), t)).sample
+        x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+        if i + 1 == len(timesteps):
+            x = x0
+            break
+        abar_next = alphas_cumprod[timesteps[i + 1]]
+        variance = (1 - abar_next) / (1 - abar) * (1 - abar / abar_next)
+        x = (abar_next.sqrt() * x0 + (1 - abar_next - variance).sqrt() * eps
+             + variance.sqrt() * torch.randn(x.shape, generator=generator))
+    unet.train()
+    return x
+
+
 def save_atomically(folder: str | Path, write: Callable[[Path], None]) -> None:
     """Call write(temporary_folder) on a fresh folder next to `folder`, then swap it in by renames (an existing
     folder is replaced only once the new one is complete)."""
@@ -158,38 +184,14 @@ def mosaic(images: torch.Tensor, columns: int) -> torch.Tensor:
     return canvas
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    parser.add_argument("--warmup", type=int, default=100, help="warmup steps of the learning rate")
-    parser.add_argument("--ema-decay", type=float, default=0.999)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="data/ddpm_faces32", help="diffusers folder to write")
-    parser.add_argument("--figure", default="out/train_ddpm_faces.png")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--eval-every", type=int, default=500, help="held-out loss (10 timesteps) every so many steps")
-    parser.add_argument("--resume", action="store_true",
-                        help="start from the (EMA) weights already in --out instead of a fresh UNet")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+def train(unet: UNet2DModel, train_faces: torch.Tensor, test_faces: torch.Tensor, alphas_cumprod: torch.Tensor,
+          args: argparse.Namespace) -> tuple[UNet2DModel, float, float]:
+    """Train `unet` on augmented faces; returns (EMA copy, final training loss, training time in s)."""
     generator = torch.Generator().manual_seed(args.seed)
-
-    train_faces = load_faces("train", SIZE) * 2 - 1
-    test_faces = load_faces("test", SIZE) * 2 - 1
-    scheduler = DDPMScheduler()
-    alphas_cumprod = scheduler.alphas_cumprod.float()
-    unet = (UNet2DModel.from_pretrained(Path(args.out) / "unet") if args.resume else build_unet()).train()
-    previous_runs = json.loads((Path(args.out) / "training.json").read_text()).get("runs", []) if args.resume else []
     ema_unet = copy.deepcopy(unet).requires_grad_(False)
-    print(f"UNet2DModel: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters; "
-          f"{len(train_faces)} training faces, {len(test_faces)} held out")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-4)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, args.steps, args.warmup))
-
     recent_losses: list[float] = []
     start = time.perf_counter()
     progress = tqdm(range(args.steps), desc="DDPM", mininterval=5.0)
@@ -209,43 +211,81 @@ def main() -> None:
         progress.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.4f}", refresh=False)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             held_out = mean_loss_over_t(ema_unet, test_faces, alphas_cumprod, num_t=10)
-            train = mean_loss_over_t(ema_unet, train_faces, alphas_cumprod, num_t=10)
-            progress.write(f"step {step + 1}: EMA ε-MSE train {train:.4f}, held-out {held_out:.4f}")
-    training_time = time.perf_counter() - start
+            train_mse = mean_loss_over_t(ema_unet, train_faces, alphas_cumprod, num_t=10)
+            progress.write(f"step {step + 1}: EMA ε-MSE train {train_mse:.4f}, held-out {held_out:.4f}")
     progress.close()
+    return ema_unet, sum(recent_losses) / len(recent_losses), time.perf_counter() - start
 
-    final_loss = sum(recent_losses) / len(recent_losses)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=int, default=100, help="warmup steps of the learning rate")
+    parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="data/ddpm_faces32", help="diffusers folder to write")
+    parser.add_argument("--figure", default="out/train_ddpm_faces.png")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-every", type=int, default=500, help="held-out loss (10 timesteps) every so many steps")
+    parser.add_argument("--resume", action="store_true",
+                        help="start from the (EMA) weights already in --out instead of a fresh UNet")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="no training: evaluate the model in --out and write the figure")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    train_faces = load_faces("train", SIZE) * 2 - 1
+    test_faces = load_faces("test", SIZE) * 2 - 1
+    scheduler = DDPMScheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    load = args.resume or args.evaluate_only
+    unet = (UNet2DModel.from_pretrained(Path(args.out) / "unet") if load else build_unet()).train()
+    runs = json.loads((Path(args.out) / "training.json").read_text()).get("runs", []) if load else []
+    print(f"UNet2DModel: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters; "
+          f"{len(train_faces)} training faces, {len(test_faces)} held out")
+
+    if args.evaluate_only:
+        ema_unet = unet.requires_grad_(False)
+    else:
+        ema_unet, final_loss, training_time = train(unet, train_faces, test_faces, alphas_cumprod, args)
+        print(f"trained {args.steps} steps (batch {args.batch}) in {training_time:.0f} s "
+              f"({training_time / args.steps:.3f} s/step); final training loss (mean of the last 100 steps, "
+              f"augmented) {final_loss:.4f}")
     train_mse = mean_loss_over_t(ema_unet, train_faces, alphas_cumprod)
     held_out_mse = mean_loss_over_t(ema_unet, test_faces, alphas_cumprod)
-    print(f"trained {args.steps} steps (batch {args.batch}) in {training_time:.0f} s "
-          f"({training_time / args.steps:.3f} s/step); final training loss (mean of the last "
-          f"{len(recent_losses)} steps, augmented) {final_loss:.4f}")
     print(f"EMA ε-MSE averaged over 50 timesteps: training faces {train_mse:.4f}, held-out faces {held_out_mse:.4f} "
           f"(ratio {held_out_mse / train_mse:.3f})")
 
-    results = {"final_training_loss": final_loss, "train_eps_mse": train_mse, "held_out_eps_mse": held_out_mse,
-               "training_time_s": training_time}
-    settings = {key: value for key, value in vars(args).items() if key not in ("threads", "figure", "out")}
-    runs = previous_runs + [{"settings": settings, "results": results}]
+    if not args.evaluate_only:
+        results = {"final_training_loss": final_loss, "train_eps_mse": train_mse, "held_out_eps_mse": held_out_mse,
+                   "training_time_s": training_time}
+        settings = {key: value for key, value in vars(args).items()
+                    if key not in ("threads", "figure", "out", "evaluate_only")}
+        runs = runs + [{"settings": settings, "results": results}]
 
-    def write(folder: Path) -> None:
-        ema_unet.save_pretrained(folder / "unet", safe_serialization=True)
-        scheduler.save_pretrained(folder / "scheduler")
-        (folder / "training.json").write_text(json.dumps(
-            {"script": "examples/train_ddpm_faces.py", "data": "imaging.data.load_faces('train', 32), faces 0..79",
-             "runs": runs}, indent=2) + "\n")
+        def write(folder: Path) -> None:
+            ema_unet.save_pretrained(folder / "unet", safe_serialization=True)
+            scheduler.save_pretrained(folder / "scheduler")
+            (folder / "training.json").write_text(json.dumps(
+                {"script": "examples/train_ddpm_faces.py",
+                 "data": "imaging.data.load_faces('train', 32), faces 0..79", "runs": runs}, indent=2) + "\n")
 
-    save_atomically(args.out, write)
-    print(f"saved {args.out}/unet and {args.out}/scheduler")
+        save_atomically(args.out, write)
+        print(f"saved {args.out}/unet and {args.out}/scheduler")
 
-    samples = ((ddim_sample(ema_unet, alphas_cumprod, 16, steps=50, seed=args.seed) + 1) / 2).clamp(0, 1)
     train_01 = (train_faces + 1) / 2
-    distances = torch.cdist(samples.flatten(1), train_01.flatten(1))
-    nearest = train_01[distances.argmin(dim=1)]
-    print(f"sample-to-nearest-training-face RMS distance: mean {distances.min(dim=1).values.mean() / SIZE:.4f}")
-    figure, axes = plt.subplots(1, 3, figsize=(12, 4.4), gridspec_kw={"width_ratios": [4, 2, 4]})
-    panels = [(mosaic(samples, 4), "16 samples (DDIM, 50 steps)"), (mosaic(train_01[:8], 2), "training faces"),
-              (mosaic(nearest, 4), "nearest training face")]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4), gridspec_kw={"width_ratios": [4, 4, 4, 2]})
+    ddim = ((ddim_sample(ema_unet, alphas_cumprod, 16, steps=50, seed=args.seed) + 1) / 2).clamp(0, 1)
+    ancestral = ((ancestral_sample(ema_unet, alphas_cumprod, 16, steps=250, seed=args.seed) + 1) / 2).clamp(0, 1)
+    for name, samples in (("DDIM", ddim), ("ancestral", ancestral)):
+        distances = torch.cdist(samples.flatten(1), train_01.flatten(1)).min(dim=1).values / SIZE
+        print(f"{name} samples: RMS distance to the nearest training face {distances.mean():.4f} on average")
+    nearest = train_01[torch.cdist(ancestral.flatten(1), train_01.flatten(1)).argmin(dim=1)]
+    panels = [(mosaic(ddim, 4), "16 samples (DDIM, 50 steps)"), (mosaic(ancestral, 4), "16 samples (DDPM, 250 steps)"),
+              (mosaic(nearest, 4), "nearest training face (DDPM)"), (mosaic(train_01[:8], 2), "training faces")]
     for axis, (image, title) in zip(axes, panels):
         axis.imshow(image.numpy(), cmap="gray", vmin=0, vmax=1)
         axis.set_title(title)
