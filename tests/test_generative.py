@@ -194,6 +194,12 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     assert result.history["data_rms"][-1] < no_data.history["data_rms"][-1]
     again = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1).run()
     assert torch.equal(result.x, again.x)
+    # the pixel-space refinement with the decoder's error restores the measured pixels the decoder cannot represent
+    plain = Flair(prior, op, y, steps=3, noise_level=0.01, seed=2).run()
+    refined = Flair(prior, op, y, steps=3, noise_level=0.01, decoder_error=0.05, seed=2).run()
+    assert float((op(refined.x) - y).norm()) < 0.5 * float((op(plain.x) - y).norm())
+    with pytest.raises(ValueError, match="'decoder_error'"):
+        Flair(prior, Saturate(), y, decoder_error=0.05)
     for options in ({"trajectory_adjustment": False}, {"decoupled": False}, {"weights": torch.rand(100) + 0.5}):
         ablation = Flair(prior, op, y, steps=4, **options).run()
         assert bool(torch.isfinite(ablation.x).all())

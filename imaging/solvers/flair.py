@@ -23,10 +23,11 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from imaging.operators.base import Operator
+from imaging.operators.base import LinearOperator, Operator
 from imaging.priors.generative import FlowPrior
 from imaging.solvers._variational import SeededNoise, check_measurement, squared_misfit, starting_image
 from imaging.solvers.base import IterativeSolver
+from imaging.solvers.cg import CG
 
 
 class Flair(IterativeSolver):
@@ -46,6 +47,10 @@ class Flair(IterativeSolver):
         trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
         decoupled: data steps in their own loop after the prior step (HDC); False takes one data gradient step
             together with each prior step.
+        decoder_error: τ, the autoencoder's RMS reconstruction error (image units), or None. When given (linear
+            operators), the result is refined in pixel space as the MAP of x given y and x ~ N(D(μ), τ²I):
+            (AᴴA + β I) x = Aᴴy + β D(μ), β = σ²/τ², by CG; it restores the measured content the decoder cannot
+            represent (not part of the paper's method).
         seed: for ξ and the first x̂₁ (None: random).
     History per step: t, data_rms (after the data steps), prior_loss (mean (v − (ε − μ))²), data_steps.
     """
@@ -55,8 +60,8 @@ class Flair(IterativeSolver):
     def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
                  t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
                  lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15, noise_level: float = 0.005,
-                 trajectory_adjustment: bool = True, decoupled: bool = True, seed: int | None = 0,
-                 **loop_options) -> None:
+                 trajectory_adjustment: bool = True, decoupled: bool = True, decoder_error: float | None = None,
+                 seed: int | None = 0, **loop_options) -> None:
         if not isinstance(prior, FlowPrior):
             raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
         if steps < 1 or not 0 <= t_min < 1:
@@ -76,6 +81,10 @@ class Flair(IterativeSolver):
         self.regularisation = regularisation
         self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
         self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
+        if decoder_error is not None and not (isinstance(operator, LinearOperator) and decoder_error > 0
+                                              and noise_level > 0):
+            raise ValueError("Flair: argument 'decoder_error' needs a LinearOperator and decoder_error, noise_level > 0")
+        self.decoder_error = decoder_error
 
     def weight(self, t: float) -> float:
         """λ(t) = ρ w(t), w looked up at the nearest point of linspace(1, 0, M)."""
@@ -169,7 +178,15 @@ class Flair(IterativeSolver):
 
     def estimate(self, state) -> torch.Tensor:
         with torch.no_grad():
-            return self.prior.decode(state["mu"])
+            x = self.prior.decode(state["mu"])
+            if self.decoder_error is None:
+                return x
+            beta = (self.noise_level / self.decoder_error) ** 2
+            op = self.operator
+            rhs = op.adjoint(self.y)
+            rhs = (rhs.real if rhs.is_complex() else rhs) + beta * x
+            normal = lambda v: (lambda w: w.real if w.is_complex() else w)(op.adjoint(op(v))) + beta * v  # noqa: E731
+            return CG(normal, rhs, max_iter=200, tol=1e-6).run(x).x.clamp(*self.prior.image_range)
 
 
 @torch.no_grad()
