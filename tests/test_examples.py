@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
      ["--size", "64", "--phase-transition", "--trials", "2", "--pt-max-iter", "300", "--no-progress"]),
     ("learn_foe.py", ["learn_foe.png"], ["--size", "32", "--filters", "6", "--filter-size", "3", "--max-iter", "3",
                                          "--tv-max-iter", "5", "--no-progress"]),
-    ("generative_priors.py", ["generative_priors.png"], ["--faces", "2", "--tasks", "sr4,deblur", "--steps", "10"]),
 ])
 def test_example_writes_figures(script, figures, options, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--out", str(tmp_path), *options],
