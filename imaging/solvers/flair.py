@@ -8,6 +8,7 @@ N((1 − t) μ, t² I), t = 1 noise. Per time t of the grid linspace(1, t_min, K
     μ  ← μ − η_R λ(t) (v − (ε − μ))                 (prior step; the velocity network is never differentiated)
     then up to J data steps  μ ← μ − η ∇_μ s² ‖A(D(μ)) − y‖²,  stopping once the per-pixel mean squared
     residual is at most the noise level²    (decoupled "hard" data consistency, through the decoder)
+    or, per sample, once a step lowers the misfit by less than 1 % (the decoder cannot fit y closer; our addition)
 
 with the paper's η = η_D λ(t), or by default the Polyak step η = s²(‖A(D(μ)) − y‖² − n σ²)/‖∇‖², which needs no
 tuning per operator or image size (the paper's η_D ranges from 0.1 to 12 across its tasks).
@@ -43,7 +44,8 @@ class Flair(IterativeSolver):
         lr_prior: η_R. lr_data: η_D, the paper's fixed data step (to be tuned per operator and image size), or
             None (default) for the Polyak step s²(‖r‖² − nσ²)/‖∇‖², which aims each data step at the noise level
             and needs no tuning. data_steps: J (0: no data steps). noise_level: σ, the data steps stop once the
-            RMS residual (image units) reaches it.
+            RMS residual (image units) reaches it. min_decrease: a sample's data steps also stop once one step
+            lowered its misfit by less than this fraction (the decoder cannot fit y any closer; 0: never).
         trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
         decoupled: data steps in their own loop after the prior step (HDC); False takes one data gradient step
             together with each prior step.
@@ -60,8 +62,8 @@ class Flair(IterativeSolver):
     def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
                  t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
                  lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15, noise_level: float = 0.005,
-                 trajectory_adjustment: bool = True, decoupled: bool = True, decoder_error: float | None = None,
-                 seed: int | None = 0, **loop_options) -> None:
+                 min_decrease: float = 0.01, trajectory_adjustment: bool = True, decoupled: bool = True,
+                 decoder_error: float | None = None, seed: int | None = 0, **loop_options) -> None:
         if not isinstance(prior, FlowPrior):
             raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
         if steps < 1 or not 0 <= t_min < 1:
@@ -70,6 +72,8 @@ class Flair(IterativeSolver):
                             ("lr_data", 0.0 if lr_data is None else lr_data), ("noise_level", noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Flair: argument '{name}' must be finite and >= 0, got {value}")
+        if not 0 <= min_decrease < 1:
+            raise ValueError(f"Flair: argument 'min_decrease' must be in [0, 1), got {min_decrease}")
         if weights is not None and (weights.dim() != 1 or not bool(torch.isfinite(weights).all())
                                     or not bool((weights >= 0).all())):
             raise ValueError("Flair: argument 'weights' must be a 1-D curve of finite non-negative weights")
@@ -81,6 +85,7 @@ class Flair(IterativeSolver):
         self.regularisation = regularisation
         self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
         self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
+        self.min_decrease = min_decrease
         if decoder_error is not None and not (isinstance(operator, LinearOperator) and decoder_error > 0
                                               and noise_level > 0):
             raise ValueError("Flair: argument 'decoder_error' needs a LinearOperator and decoder_error, noise_level > 0")
@@ -119,24 +124,30 @@ class Flair(IterativeSolver):
 
     @torch.no_grad()
     def _data_descent(self, mu: torch.Tensor, grad: torch.Tensor, misfit: torch.Tensor, excess: torch.Tensor,
-                      lam: float, halvings: int = 8) -> torch.Tensor:
-        """One data step. With the Polyak step, halve it per sample until the misfit decreases (Armijo, c = 1e-4):
-        the noise level may be below what the decoder can reach, and then the Polyak step is too long."""
+                      lam: float, fraction: torch.Tensor, halvings: int = 8) -> torch.Tensor:
+        """One data step. With the Polyak step, try `fraction` (N,) of it and halve per sample until the misfit
+        decreases (Armijo, c = 1e-4): the noise level may be below what the decoder can reach, and then the Polyak
+        step is too long. `fraction` is updated in place to twice the accepted fraction (at most 1), so the next
+        step starts near the last accepted one instead of re-trying the full Polyak step."""
         step = self._data_step(grad, excess, lam)
         if self.lr_data is not None:
             return mu - step * grad
+        shape = step.shape
         decrease = 1e-4 * (grad * grad).flatten(1).sum(1) / self.prior.scale ** 2
         accepted = torch.zeros_like(misfit, dtype=torch.bool)
         out = mu.clone()
+        trial_fraction = fraction.clone()
         for _ in range(halvings):
-            trial = mu - step * grad
+            step_k = step * trial_fraction.reshape(shape)
+            trial = mu - step_k * grad
             new = squared_misfit(self.operator, self.prior.decode(trial), self.y)
-            ok = ~accepted & (new <= misfit - step.flatten() * decrease)
+            ok = ~accepted & (new <= misfit - step_k.flatten() * decrease)
             out[ok] = trial[ok]
             accepted |= ok
             if bool(accepted.all()):
                 break
-            step = torch.where(accepted.reshape(step.shape), step, step / 2)
+            trial_fraction = torch.where(accepted, trial_fraction, trial_fraction / 2)
+        fraction.copy_(torch.where(accepted, (2 * trial_fraction).clamp(max=1.0), trial_fraction))
         return out
 
     def init(self, x0: torch.Tensor | None):
@@ -144,7 +155,8 @@ class Flair(IterativeSolver):
         with torch.no_grad():
             mu = self.prior.encode(x0)
         noise = SeededNoise(self.seed)
-        return {"mu": mu, "x1": noise.like(mu), "noise": noise, "k": 0}
+        return {"mu": mu, "x1": noise.like(mu), "noise": noise, "k": 0,
+                "fraction": torch.ones(mu.shape[0], dtype=mu.dtype, device=mu.device)}
 
     def step(self, state):
         mu, noise = state["mu"], state["noise"]
@@ -159,12 +171,16 @@ class Flair(IterativeSolver):
         used = 0
         if self.decoupled:
             mu = mu - self.lr_prior * lam * direction
+            previous = None
             for _ in range(self.data_steps):
                 grad, misfit = self._data_gradient(mu)
                 excess = (misfit - tolerance).clamp(min=0)
+                if previous is not None:  # stalled samples (the decoder cannot fit y better) stop too
+                    excess = torch.where(misfit > (1 - self.min_decrease) * previous, 0.0, excess)
                 if not bool((excess > 0).any()):
                     break
-                mu = self._data_descent(mu, grad, misfit, excess, lam)
+                previous = misfit
+                mu = self._data_descent(mu, grad, misfit, excess, lam, state["fraction"])
                 used += 1
         else:
             grad, misfit = self._data_gradient(mu)
