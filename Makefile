@@ -1,12 +1,12 @@
 # Two entry points, each idempotent and fast once set up:
 #   make demo   -> .venv with torch + imaging (compiled ops built), then the main demo (figures in out/)
-#   make test   -> same set-up, then the test suite
+#   make test   -> same set-up, then the test suite (without the tests marked slow: make test PYTEST_ARGS= runs all)
 # Options: make demo TORCH=torch==2.14.1   IMAGING_NO_EXT=1 make test (pure-torch fallback, no build)
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not slow"
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 
 .PHONY: demo test setup build bench bench-peers gpu-check clean

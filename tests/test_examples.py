@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
      ["--size", "64", "--phase-transition", "--trials", "2", "--pt-max-iter", "300", "--no-progress"]),
     ("learn_foe.py", ["learn_foe.png"], ["--size", "32", "--filters", "6", "--filter-size", "3", "--max-iter", "3",
                                          "--tv-max-iter", "5", "--no-progress"]),
+    ("generative_priors.py", ["generative_priors.png"], ["--faces", "2", "--steps", "10"]),
+    ("lpn_pnp.py", ["lpn_pnp.png"], ["--size", "64", "--max-iter", "10", "--images", "chelsea"]),
 ])
 def test_example_writes_figures(script, figures, options, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--out", str(tmp_path), *options],

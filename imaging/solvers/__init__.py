@@ -4,7 +4,8 @@ from imaging.solvers.cg import CG, least_squares
 from imaging.solvers.fista import FISTA
 from imaging.solvers.flair import Flair, calibrated_weights, flow_velocity_error
 from imaging.solvers.pdhg import PDHG, tv_reconstruct
+from imaging.solvers.pnp import PnPADMM, PnPPGD, relax
 from imaging.solvers.red_diff import RedDiff
 
 __all__ = ["IterativeSolver", "Result", "CG", "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair",
-           "flow_velocity_error", "calibrated_weights"]
+           "flow_velocity_error", "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]
