@@ -73,6 +73,19 @@ def load_faces(split: str = "train", size: int = 32) -> torch.Tensor:
     return torch.from_numpy(np.clip(faces, 0.0, 1.0)).float()[:, None].contiguous()
 
 
+def shipped_file(owner: str, files: dict[str, str], name: str, script: str):
+    """The path data/<files[name]> of a file shipped with the repository; a clear error for an unknown name or a
+    missing file (with the `script` that writes it)."""
+    from pathlib import Path
+
+    if name not in files:
+        raise ValueError(f"{owner}: unknown name {name!r}; available: {sorted(files)}")
+    path = Path(__file__).resolve().parents[1] / "data" / files[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{owner}: {path} is missing; create it with `{script}`")
+    return path
+
+
 def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
     """Write tensors (stored as float32) to a safetensors file atomically (temporary file, then rename), with the
     JSON-encoded `settings` as metadata; the file is readable by everyone."""

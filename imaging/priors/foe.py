@@ -84,17 +84,13 @@ class FieldOfExperts(nn.Module):
         """A field of experts shipped in data/ (learned by examples/learn_foe.py; settings in the file's metadata):
         "denoise-sigma25" (denoising at σ = 25/255, the smoothed-|·| potential)."""
         import json
-        from pathlib import Path
 
         from safetensors import safe_open
 
-        files = {"denoise-sigma25": "foe_denoise_sigma25.safetensors"}
-        if name not in files:
-            raise ValueError(f"FieldOfExperts.pretrained: unknown name {name!r}; available: {sorted(files)}")
-        path = Path(__file__).resolve().parents[2] / "data" / files[name]
-        if not path.exists():
-            raise FileNotFoundError(f"FieldOfExperts.pretrained: {path} is missing; create it with "
-                                    f"`python examples/learn_foe.py --save`")
+        from imaging.data import shipped_file
+
+        path = shipped_file("FieldOfExperts.pretrained", {"denoise-sigma25": "foe_denoise_sigma25.safetensors"},
+                            name, "python examples/learn_foe.py --max-iter 160 --save")
         with safe_open(str(path), framework="pt") as f:
             tensors = {key: f.get_tensor(key).to(dtype) for key in f.keys()}
             settings = json.loads((f.metadata() or {}).get("settings", "{}"))

@@ -419,10 +419,8 @@ def pretrained_lpn(name: str = "image", dtype: torch.dtype = torch.float32) -> L
     """An LPN shipped in data/ (written by examples/train_lpn.py; training settings in `model.settings`):
     "image" (grey natural images, LPNConv), "laplacian-pm" / "laplacian-l1" / "laplacian-l2" (LPN1d trained on
     y = x + N(0, 1), x ~ Laplace(0, 1) with proximal matching, L1 and L2 losses)."""
-    if name not in SHIPPED:
-        raise ValueError(f"pretrained_lpn: unknown name {name!r}; available: {sorted(SHIPPED)}")
-    path = Path(__file__).resolve().parents[2] / "data" / SHIPPED[name]
-    if not path.exists():
-        raise FileNotFoundError(f"pretrained_lpn: {path} is missing; create it with "
-                                f"`python examples/train_lpn.py --model {name.split('-')[0]} --save`")
+    from imaging.data import shipped_file
+
+    path = shipped_file("pretrained_lpn", SHIPPED, name,
+                        f"python examples/train_lpn.py --model {name.split('-')[0]} --save")
     return load_lpn(path, dtype)
