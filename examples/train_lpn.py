@@ -27,7 +27,7 @@ from imaging.data import load_image
 from imaging.learning.lpn_training import (Stage, default_gamma_min, l1_loss, l2_loss, laplacian_batches,
                                            laplacian_schedule, patch_batches, proximal_matching_loss,
                                            proximal_matching_schedule, train_lpn)
-from imaging.priors.lpn import SHIPPED, LPN1d, LPNConv
+from imaging.priors.lpn import SHIPPED, LPN1d, LPNConv, load_lpn
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = ("camera", "coins", "moon", "astronaut", "brick", "text", "clock", "page")
@@ -125,15 +125,24 @@ def train_image(args) -> None:
     patch = args.patch
     pools = tuple(int(p) for p in args.pools.split(",")) if args.pools else None
     model = LPNConv(hidden=args.hidden, depth=args.depth, pools=pools)
-    schedule = proximal_matching_schedule(args.steps, default_gamma_min((1, patch, patch)), pretrain_fraction=0.4,
-                                          lr_pretrain=5e-3, lr=1e-3, lr_final=2e-4)
+    gamma_min = default_gamma_min((1, patch, patch))
+    schedule = proximal_matching_schedule(args.steps, gamma_min, pretrain_fraction=0.4, lr_pretrain=5e-3, lr=1e-3,
+                                          lr_final=2e-4)
+    previous = {}
+    if args.resume:  # continue a trained network at γ_min, the learning rate halving over `stages` equal stages
+        model = load_lpn(args.resume)
+        previous = {"resumed_from": {k: v for k, v in model.settings.items() if k != "schedule"}}
+        stages = 3
+        schedule = [Stage(args.steps // stages, proximal_matching_loss, args.lr / 2 ** k, gamma_min)
+                    for k in range(stages)]
     folder = ROOT / "data" if args.save else Path(args.out)
     path = str(folder / SHIPPED["image"])
-    settings = {"sigma": sigma, "patch": patch, "batch": args.batch or 16, "train_images": list(TRAIN_IMAGES),
+    settings = {**previous,"sigma": sigma, "patch": patch, "batch": args.batch or 16, "train_images": list(TRAIN_IMAGES),
                 "scales": list(SCALES), "held_out": list(HELD_OUT),
                 "schedule_summary": "L1 40 % at 5e-3, then proximal matching, gamma 8,4,2,1 x gamma_min, lr 1e-3 -> 2e-4",
                 "script": f"examples/train_lpn.py --model image --steps {args.steps} --hidden {args.hidden} "
-                          f"--depth {args.depth} --pools '{args.pools}' --sigma {args.sigma} --patch {patch}"}
+                          f"--depth {args.depth} --pools '{args.pools}' --sigma {args.sigma} --patch {patch}"
+                          + (f" --resume {args.resume} --lr {args.lr}" if args.resume else "")}
     start = time.perf_counter()
 
     def report(step: int, loss: float) -> None:
@@ -167,6 +176,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--pools", default="", help="image LPN: 2×2 pooling before each core layer (0/1)")
+    parser.add_argument("--resume", default="", help="image LPN: continue training this checkpoint at γ_min "
+                        "(3 stages, lr halving) instead of the full schedule")
+    parser.add_argument("--lr", type=float, default=2e-4, help="image LPN with --resume: first learning rate")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()

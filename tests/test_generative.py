@@ -200,6 +200,14 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     assert float((op(refined.x) - y).norm()) < 0.5 * float((op(plain.x) - y).norm())
     with pytest.raises(ValueError, match="'decoder_error'"):
         Flair(prior, Saturate(), y, decoder_error=0.05)
+    # Polyak data steps with an unreachable noise level: all J steps without the stall stop, fewer with it, and
+    # each accepted step lowers the misfit (Armijo)
+    every = Flair(prior, op, y, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.0, seed=1).run()
+    stalled = Flair(prior, op, y, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.5, seed=1).run()
+    assert every.history["data_steps"] == [6.0, 6.0, 6.0] and sum(stalled.history["data_steps"]) < 18
+    assert every.history["data_rms"][-1] < no_data.history["data_rms"][-1]
+    with pytest.raises(ValueError, match="'min_decrease'"):
+        Flair(prior, op, y, min_decrease=1.0)
     for options in ({"trajectory_adjustment": False}, {"decoupled": False}, {"weights": torch.rand(100) + 0.5}):
         ablation = Flair(prior, op, y, steps=4, **options).run()
         assert bool(torch.isfinite(ablation.x).all())
