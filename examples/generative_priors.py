@@ -4,7 +4,8 @@ The priors are the small models in data/ (a pixel-space DDPM and a latent rectif
 trained on faces 0–79 of scikit-image's offline LFW subset by examples/train_ddpm_faces.py and
 examples/train_flow_faces.py); the test faces 80–99 were never used in training. For each task the script prints
 mean PSNR/SSIM over the test faces for the pseudo-inverse, TV (the best λ of a grid, chosen on the test faces
-themselves: an upper bound for TV), RED-Diff and FLAIR, and writes out/generative_priors.png (one face per task).
+themselves: an upper bound for TV), RED-Diff, FLAIR with the latent flow, and FLAIR with the DDPM read as a
+pixel-space flow (`FlowPrior.from_diffusion`, "FLAIR-DDPM"), and writes out/generative_priors.png (one face per task).
 With --ablations it also runs FLAIR without trajectory adjustment, with a constant weight and without decoupled
 data steps, and RED-Diff with other SNR weightings.
 Run: `python examples/generative_priors.py [--faces 20] [--tasks inpainting,sr4,deblur] [--ablations]`.
@@ -54,6 +55,9 @@ RED_DIFF = dict(lr=0.1, lam=0.25)
 # training faces (31.2 dB), for the pixel-space refinement of inpainting and deblurring.
 FLAIR = {"inpainting": dict(regularisation=0.25, decoder_error=0.028), "sr4": dict(regularisation=0.1),
          "deblur": dict(regularisation=0.25, decoder_error=0.028)}
+# FLAIR over the DDPM as a flow (constant weight, `steps` prior steps): ρ per task, chosen on training faces.
+FLAIR_DDPM = {"inpainting": dict(regularisation=0.1), "sr4": dict(regularisation=0.05),
+              "deblur": dict(regularisation=0.05)}
 
 
 def best_tv(op, y, truth):
@@ -76,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=20, help="how many test faces (at most 20)")
     parser.add_argument("--tasks", default="inpainting,sr4,deblur")
-    parser.add_argument("--steps", type=int, default=100, help="RED-Diff timesteps (FLAIR uses half)")
+    parser.add_argument("--steps", type=int, default=100, help="RED-Diff and FLAIR-DDPM steps (FLAIR with the latent flow uses half)")
     parser.add_argument("--ablations", action="store_true")
     parser.add_argument("--out", default="out")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,8 +89,9 @@ def main() -> None:
     truth = load_faces("test")[: args.faces]
     ddpm = DiffusionPrior.from_pretrained(DATA / "ddpm_faces32")
     flow = FlowPrior.from_pretrained(DATA / "flow_faces32")
+    flow_ddpm = FlowPrior.from_diffusion(ddpm)
     tasks = args.tasks.split(",")
-    fig, axes = plt.subplots(len(tasks), 6, figsize=(13, 2.4 * len(tasks)), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 7, figsize=(15, 2.4 * len(tasks)), layout="constrained", squeeze=False)
     print(f"{len(truth)} held-out faces {tuple(truth.shape[-2:])}, noise σ = {NOISE}")
     print(f"{'task':<11} {'method':<26} {'PSNR dB':>8} {'SSIM':>6} {'data RMS':>9} {'time s':>7}")
     for row, task in enumerate(tasks):
@@ -101,8 +106,10 @@ def main() -> None:
         runs = {"RED-Diff": lambda **o: RedDiff(ddpm, op, y, steps=args.steps, seed=args.seed,
                                                 **{**RED_DIFF, **o}).run(),
                 "FLAIR": lambda **o: Flair(flow, op, y, steps=args.steps // 2, noise_level=NOISE, seed=args.seed,
-                                           **{**FLAIR[task], **o}).run()}
-        variants = [("RED-Diff", {}), ("FLAIR", {})]
+                                           **{**FLAIR[task], **o}).run(),
+                "FLAIR-DDPM": lambda **o: Flair(flow_ddpm, op, y, steps=args.steps, noise_level=NOISE, seed=args.seed,
+                                                **{**FLAIR_DDPM[task], **o}).run()}
+        variants = [("RED-Diff", {}), ("FLAIR", {}), ("FLAIR-DDPM", {})]
         if args.ablations:
             variants += [("RED-Diff", {"weighting": sqrt_weighting}), ("RED-Diff", {"weighting": constant_weighting}),
                          ("FLAIR", {"trajectory_adjustment": False}), ("FLAIR", {"weights": torch.ones(1)}),
@@ -120,7 +127,7 @@ def main() -> None:
             print(f"{task:<11} {label:<26} {p:8.2f} {s:6.3f} {rms:9.4f} {seconds:7.1f}")
         panels = [(truth[0], "truth"), (y[0], f"{task}: y"),
                   *[(x[0], f"{label.split(' (')[0]} {scores(x, truth)[0]:.1f} dB")
-                    for label, (x, _) in list(results.items())[:4]]]
+                    for label, (x, _) in list(results.items())[:5]]]
         for ax, (image, title) in zip(axes[row], panels):
             ax.imshow(to_display(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(title, fontsize=9)

@@ -87,6 +87,22 @@ def test_flair_prior_step_matches_gaussian_pull():
         assert torch.allclose(direction.mean(0), expected, atol=5 * standard_error + 1e-12), t
 
 
+def test_diffusion_velocity_of_the_exact_gaussian_eps_is_the_exact_velocity(scheduler):
+    """FLAIR over a DDPM: the velocity derived from the exact ε-predictor equals the exact rectified-flow velocity,
+    to float precision where the schedule holds ᾱ(t) = (1 − t)²/((1 − t)² + t²) itself, and within 3 % (relative
+    to the velocity's scale) at the nearest timestep of the default DDPM schedule."""
+    times = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9, 0.98], dtype=torch.float64)
+    abar = ((1 - times) ** 2 / ((1 - times) ** 2 + times ** 2))
+    z = torch.randn(len(times), 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    exact = gaussian_velocity(z, times)
+    flow = FlowPrior.from_diffusion(DiffusionPrior(gaussian_eps(abar), abar, image_shape=(1, 4, 4)))
+    assert flow.latent_shape == (1, 4, 4) and flow.autoencoder is None
+    assert torch.allclose(flow.velocity(z, times), exact, atol=1e-9)
+    ddpm = DiffusionPrior(gaussian_eps(scheduler.alphas_cumprod), scheduler)
+    approx = FlowPrior.from_diffusion(ddpm).velocity(z, times)
+    assert float((approx - exact).abs().max()) < 0.03 * float(exact.abs().max())
+
+
 def test_flow_velocity_error_matches_gaussian_posterior_variance():
     """For the exact velocity, L(t) = Var(ε − x0 | z_t) = 1 + s² − (t − (1 − t)s²)²/D per pixel."""
     prior = FlowPrior(gaussian_velocity, None, model_range=(0, 1))  # identity range map

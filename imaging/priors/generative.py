@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["DiffusionPrior", "FlowPrior", "PromptEmbeddings"]
+__all__ = ["DiffusionPrior", "DiffusionVelocity", "FlowPrior", "PromptEmbeddings"]
 
 
 def _local_folder(path: str | Path, who: str) -> Path:
@@ -184,6 +184,40 @@ class PromptEmbeddings:
         return (self.prompt.to(device, dtype).expand(batch, -1, -1), self.pooled.to(device, dtype).expand(batch, -1))
 
 
+class DiffusionVelocity(nn.Module):
+    r"""The rectified-flow velocity of an ε-prediction diffusion model, so that FLAIR can use any DDPM.
+
+    The flow state z_t = (1 − t) x_0 + t ε, divided by s_t = √((1 − t)² + t²), is a diffusion state with
+    ᾱ = (1 − t)²/s_t²; the model is queried at the timestep k whose ᾱ_k is nearest in log-SNR, and
+
+        v = ε̂ − x̂_0 = (ε̂ − z_t)/(1 − t),   ε̂ = ε_θ(z_t / s_t, k),   x̂_0 = (z_t − t ε̂)/(1 − t)
+
+    (exact for the optimal model; the predicted noise endpoint z_t + (1 − t) v is ε̂ itself). Called as v(z, t) with
+    z (B, C, H, W) in the model range and t (B,) in [0, 1] (clamped to 1 − 1e-4: errors in ε̂ grow as 1/(1 − t)).
+    """
+
+    def __init__(self, prior: "DiffusionPrior") -> None:
+        super().__init__()
+        if not isinstance(prior, DiffusionPrior):
+            raise TypeError(f"DiffusionVelocity: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
+        self.prior = prior
+        abar = prior.alphas_cumprod
+        self.register_buffer("log_snr", (abar / (1 - abar)).log(), persistent=False)
+
+    def timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """The diffusion timesteps (B,) nearest in log-SNR to flow times t (B,)."""
+        t = t.double().clamp(1e-6, 1 - 1e-6)
+        log_snr = 2 * ((1 - t) / t).log()
+        return (self.log_snr[None, :] - log_snr[:, None]).abs().argmin(1)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.clamp(max=1 - 1e-4)  # at t = 1 the ε-model carries no velocity information (1/(1 − t) blows up)
+        tt = t.to(z.dtype).reshape(-1, *[1] * (z.dim() - 1))
+        scale = ((1 - tt) ** 2 + tt ** 2).sqrt()
+        eps = self.prior.eps(z / scale, self.timestep(t).to(z.device))
+        return (eps - z) / (1 - tt)
+
+
 class FlowPrior(_RangeMap):
     r"""A rectified-flow velocity model v_θ(z_t, t) (t = 1 is noise) in the latent space of an autoencoder.
 
@@ -223,6 +257,13 @@ class FlowPrior(_RangeMap):
         self.scaling_factor = float(getattr(ae_config, "scaling_factor", None) or 1.0)
         self.calibrated_weights: torch.Tensor | None = None  # FLAIR's weight curve on linspace(1, 0, M), if known
         self.shift_factor = float(getattr(ae_config, "shift_factor", None) or 0.0)
+
+    @classmethod
+    def from_diffusion(cls, prior: DiffusionPrior) -> "FlowPrior":
+        """A pixel-space flow prior from an ε-prediction diffusion model (`DiffusionVelocity`): FLAIR with a DDPM."""
+        flow = cls(DiffusionVelocity(prior), None, image_range=prior.image_range, model_range=prior.model_range,
+                   latent_shape=prior.image_shape)
+        return flow
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
