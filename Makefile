@@ -49,6 +49,7 @@ bench: build
 	$(PY) benchmarks/tv_denoise.py
 	$(PY) benchmarks/calibration.py
 	$(PY) benchmarks/foe.py
+	$(PY) benchmarks/generative.py
 
 # The peer deepinv needs torchvision, which does not import beside the project's torch: it gets its own venv,
 # which benchmarks/tv_denoise.py runs as a subprocess when present (about 5.5 GB).

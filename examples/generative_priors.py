@@ -50,7 +50,7 @@ def operator(task: str, size: int):
 
 
 # Per-task solver settings (tuned on training faces, see the README's generative-priors section).
-RED_DIFF = dict(lr=0.1, lam=0.25)
+RED_DIFF = {"inpainting": dict(lr=0.1, lam=0.25), "sr4": dict(lr=0.1, lam=0.25), "deblur": dict(lr=0.1, lam=0.05)}
 # FLAIR's data steps are Polyak steps (no step size to tune); decoder_error = the autoencoder's RMS error on the
 # training faces (31.2 dB), for the pixel-space refinement of inpainting and deblurring.
 FLAIR = {"inpainting": dict(regularisation=0.25, decoder_error=0.028), "sr4": dict(regularisation=0.1),
@@ -104,7 +104,7 @@ def main() -> None:
         x_tv, lam = best_tv(op, y, truth)
         results[f"TV (best λ = {lam:g})"] = (x_tv, time.perf_counter() - start)
         runs = {"RED-Diff": lambda **o: RedDiff(ddpm, op, y, steps=args.steps, seed=args.seed,
-                                                **{**RED_DIFF, **o}).run(),
+                                                **{**RED_DIFF[task], **o}).run(),
                 "FLAIR": lambda **o: Flair(flow, op, y, steps=args.steps // 2, noise_level=NOISE, seed=args.seed,
                                            **{**FLAIR[task], **o}).run(),
                 "FLAIR-DDPM": lambda **o: Flair(flow_ddpm, op, y, steps=args.steps, noise_level=NOISE, seed=args.seed,

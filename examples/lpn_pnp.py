@@ -7,7 +7,7 @@ reconstructed by
 - PnP-ADMM with the shipped LPN (`pretrained_lpn("image")`) as the prox, best ρ of a small grid, and PnP-PGD (step
   1/‖A‖²) with the relaxed LPN v + s (f_θ(v) − v) (still exactly a prox), best s of a small grid.
 Writes out/lpn_pnp.png (truth, measurement, TV, PnP-ADMM, PnP-PGD with PSNR) and prints the PSNRs.
-Run: `python examples/lpn_pnp.py [--problem deblur|cs|all] [--size 128] [--max-iter 60] [--out out]`.
+Run: `python examples/lpn_pnp.py [--problem deblur|cs|all] [--size 128] [--max-iter 60] [--model PATH] [--out out]`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from imaging.data import load_image  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
 from imaging.operators import Blur, StructuredCompressedSensing, gaussian_kernel  # noqa: E402
 from imaging.plotting import save_figure, to_display  # noqa: E402
-from imaging.priors.lpn import pretrained_lpn  # noqa: E402
+from imaging.priors.lpn import load_lpn, pretrained_lpn  # noqa: E402
 from imaging.solvers.pnp import PnPADMM, PnPPGD, relax  # noqa: E402
 
 HELD_OUT = ("coffee", "chelsea", "rocket")
@@ -77,10 +77,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=60, help="PnP iteration cap")
     parser.add_argument("--images", nargs="+", default=list(HELD_OUT))
+    parser.add_argument("--model", default="", help="an LPN checkpoint (default: the shipped data/lpn_image)")
     parser.add_argument("--out", default="out")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = pretrained_lpn("image", dtype=torch.float32)
+    model = load_lpn(args.model) if args.model else pretrained_lpn("image", dtype=torch.float32)
     problems = ("deblur", "cs") if args.problem == "all" else (args.problem,)
     rows = []
     print(f"{'problem':7s} {'image':8s} {'TV PSNR':>8s} {'(λ)':>8s} {'ADMM PSNR':>10s} {'(ρ)':>6s} {'PGD PSNR':>9s} "

@@ -51,7 +51,7 @@ def test_shipped_priors_load_offline():
 def test_red_diff_beats_best_tv_on_held_out_faces(held_out, tv_baselines, task):
     op, y, tv_psnr = tv_baselines[task]
     ddpm = DiffusionPrior.from_pretrained(ROOT / "data" / "ddpm_faces32")
-    result = RedDiff(ddpm, op, y, steps=100, seed=0, **RED_DIFF).run()
+    result = RedDiff(ddpm, op, y, steps=100, seed=0, **RED_DIFF[task]).run()
     assert scores(result.x, held_out)[0] >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
 
