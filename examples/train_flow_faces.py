@@ -37,7 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from diffusers import AutoencoderKL, SD3Transformer2DModel  # noqa: E402
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from train_ddpm_faces import SHIFT, augment, learning_rate_factor, mosaic, save_atomically, update_ema  # noqa: E402
@@ -274,6 +274,9 @@ def main() -> None:
     def write(folder: Path) -> None:
         transformer.save_pretrained(folder / "transformer", safe_serialization=True)
         vae.save_pretrained(folder / "vae", safe_serialization=True)
+        # the sampling schedule, as in a Stable Diffusion 3 folder (shift 1: the plain rectified-flow grid)
+        FlowMatchEulerDiscreteScheduler(num_train_timesteps=int(TIMESTEP_SCALE), shift=1.0).save_pretrained(
+            folder / "scheduler")
         save_file({"errors": velocity_errors.float().contiguous(), "weights": weights.float().contiguous()},
                   str(folder / "calibration.safetensors"))
         (folder / "training.json").write_text(json.dumps(
@@ -281,7 +284,7 @@ def main() -> None:
              "settings": settings, "results": results}, indent=2) + "\n")
 
     save_atomically(args.out, write)
-    print(f"saved {args.out}/transformer and {args.out}/vae")
+    print(f"saved {args.out}/transformer, vae and scheduler")
 
     with torch.no_grad():
         samples = vae.decode(euler_sample(transformer, 16, steps=50, seed=args.seed) / scale + shift).sample

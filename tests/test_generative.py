@@ -193,10 +193,15 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     transformer, vae = tiny_sd3()
     transformer.save_pretrained(tmp_path / "transformer")
     vae.save_pretrained(tmp_path / "vae")
+    diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=500, shift=3.0).save_pretrained(
+        tmp_path / "scheduler")
     gen = torch.Generator().manual_seed(0)
     prompt = PromptEmbeddings(torch.randn(1, 3, 16, generator=gen), torch.randn(1, 8, generator=gen))
     prior = FlowPrior.from_pretrained(tmp_path, prompt=prompt, negative_prompt=None, guidance_scale=2.0)
     assert prior.latent_shape == (4, 4, 4) and prior.scaling_factor == 1.5 and prior.shift_factor == 0.1
+    assert isinstance(prior.scheduler, diffusers.FlowMatchEulerDiscreteScheduler) and prior.timestep_scale == 500
+    samples = prior.sample(2, steps=4)  # on the scheduler's shifted grid
+    assert samples.shape == (2, *faces().shape[1:]) and bool(torch.isfinite(samples).all())
     x = faces()
     mask = (torch.rand(1, 1, 8, 8, generator=gen) > 0.4).float()
     op = Inpainting(mask)

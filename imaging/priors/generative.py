@@ -231,13 +231,16 @@ class FlowPrior(_RangeMap):
             (an unconditional model, or the "null" prompt). Classifier-free guidance with `guidance_scale` w > 1:
             v = v_neg + w (v_prompt − v_neg).
         latent_shape: (C, h, w) of the latents, for the size check; read from the transformer's config if absent.
+        scheduler: optionally the model's diffusers `FlowMatchEulerDiscreteScheduler`: its `num_train_timesteps`
+            becomes `timestep_scale` and `sample()` follows its (shifted) time grid, as the model's pipeline does.
+            FLAIR itself uses the paper's grid.
     """
 
     def __init__(self, velocity: Callable, autoencoder: Any = None, *, prompt: PromptEmbeddings | None = None,
                  negative_prompt: PromptEmbeddings | None = None, guidance_scale: float = 1.0,
                  timestep_scale: float = 1000.0, image_range: tuple[float, float] = (0.0, 1.0),
                  model_range: tuple[float, float] = (-1.0, 1.0),
-                 latent_shape: tuple[int, int, int] | None = None) -> None:
+                 latent_shape: tuple[int, int, int] | None = None, scheduler: Any = None) -> None:
         super().__init__(image_range, model_range)
         if not callable(velocity):
             raise TypeError(f"FlowPrior: argument 'velocity' must be callable, got {type(velocity).__name__}")
@@ -246,6 +249,13 @@ class FlowPrior(_RangeMap):
         self.velocity_model, self.autoencoder = velocity, autoencoder
         self.prompt, self.negative_prompt = prompt, negative_prompt
         self.guidance_scale, self.timestep_scale = float(guidance_scale), float(timestep_scale)
+        if scheduler is not None:
+            steps = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
+            if steps is None or not hasattr(scheduler, "set_timesteps"):
+                raise TypeError("FlowPrior: argument 'scheduler' must be a diffusers flow-matching scheduler (with "
+                                f"config.num_train_timesteps and set_timesteps), got {type(scheduler).__name__}")
+            self.timestep_scale = float(steps)
+        self.scheduler = scheduler
         config = getattr(velocity, "config", None)
         self._joint = config is not None and hasattr(config, "joint_attention_dim")
         if latent_shape is None and config is not None and getattr(config, "sample_size", None) is not None:
@@ -268,12 +278,12 @@ class FlowPrior(_RangeMap):
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu", autoencoder: str = "vae", **kwargs) -> "FlowPrior":
-        """Load the `transformer/` (SD3Transformer2DModel) and autoencoder (`vae/`, AutoencoderKL, or a folder of
-        an AutoencoderTiny such as taesd3 given by path) of a Stable Diffusion 3 folder, or the shipped
-        `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
+        """Load the `transformer/` (SD3Transformer2DModel), autoencoder (`vae/`, AutoencoderKL, or a folder of
+        an AutoencoderTiny such as taesd3 given by path) and `scheduler/` (FlowMatchEulerDiscreteScheduler, if
+        present) of a Stable Diffusion 3 folder, or the shipped `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
         A `calibration.safetensors` in the folder (key "weights", from `imaging.solvers.flair.calibrated_weights`)
         becomes `calibrated_weights`, FLAIR's default weight curve."""
-        from diffusers import AutoencoderKL, AutoencoderTiny, SD3Transformer2DModel
+        from diffusers import AutoencoderKL, AutoencoderTiny, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
         transformer = SD3Transformer2DModel.from_pretrained(str(root / "transformer"), torch_dtype=dtype,
@@ -283,6 +293,8 @@ class FlowPrior(_RangeMap):
         config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
         ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
         vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype, low_cpu_mem_usage=False)
+        if (root / "scheduler").is_dir() and "scheduler" not in kwargs:
+            kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(str(root / "scheduler"))
         prior = cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
         calibration = root / "calibration.safetensors"
         if calibration.exists():
@@ -351,12 +363,17 @@ class FlowPrior(_RangeMap):
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, *, seed: int = 0, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """n samples in the image range by Euler integration of dz/dt = v from t = 1 to 0."""
+        """n samples in the image range by Euler integration of dz/dt = v from t = 1 to 0 (on the scheduler's grid
+        when there is one)."""
         if self.latent_shape is None:
             raise ValueError("FlowPrior.sample: the latent shape is unknown; pass latent_shape to the constructor")
         gen = torch.Generator(device="cpu").manual_seed(seed)
         z = torch.randn((n, *self.latent_shape), generator=gen, dtype=dtype).to(device)
-        ts = torch.linspace(1, 0, steps + 1)
+        if self.scheduler is not None:  # the pipeline's grid (e.g. SD3's shift 3), ending at 0
+            self.scheduler.set_timesteps(steps)
+            ts = self.scheduler.sigmas.double().cpu()
+        else:
+            ts = torch.linspace(1, 0, steps + 1)
         for t, t_next in zip(ts[:-1], ts[1:]):
             z = z + (t_next - t).item() * self.velocity(z, float(t))
         return self.decode(z)
