@@ -86,6 +86,18 @@ def shipped_file(owner: str, files: dict[str, str], name: str, script: str):
     return path
 
 
+def load_digits(split: str = "train") -> torch.Tensor:
+    """The 8×8 handwritten digits that ship with scikit-learn (UCI optical digits, 1797 images), (N, 1, 8, 8) in
+    [0, 1]: "train" = the first 1500, "test" = the last 297 (never used in training)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    splits = {"train": slice(0, 1500), "test": slice(1500, None)}
+    if split not in splits:
+        raise ValueError(f"load_digits: argument 'split' must be 'train' or 'test', got {split!r}")
+    images = torch.from_numpy(sklearn_digits().images[splits[split]]).float() / 16.0
+    return images[:, None].contiguous()
+
+
 def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
     """Write tensors (stored as float32) to a safetensors file atomically (temporary file, then rename), with the
     JSON-encoded `settings` as metadata; the file is readable by everyone."""

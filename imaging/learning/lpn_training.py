@@ -121,11 +121,12 @@ def laplacian_batches(batch_size: int = 2000, sigma: float = 1.0, scale: float =
     return batch
 
 
-def patch_batches(images: list[torch.Tensor], patch: int, batch_size: int, sigma: float | tuple[float, float]
-                  ) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+def patch_batches(images: list[torch.Tensor], patch: int, batch_size: int, sigma: float | tuple[float, float],
+                  augment: bool = True) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
     """Batches (x, y) of random patch×patch crops (N, C, patch, patch) of the images ((1, C, H, W) each, picked
-    with probability ∝ area), randomly flipped / rotated by 90°, y = x + σ n; σ a number, or (σ_min, σ_max) for a
-    σ ~ U[σ_min, σ_max] drawn per sample (the network then stays a fixed prox, trained on a range of noise)."""
+    with probability ∝ area), randomly flipped / rotated by 90° if `augment`, y = x + σ n; σ a number, or
+    (σ_min, σ_max) for a σ ~ U[σ_min, σ_max] drawn per sample (the network then stays a fixed prox, trained on a
+    range of noise). Whole small images (digits) are patches of their own size, without augmentation."""
     low, high = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else map(float, sigma)
     if not 0 <= low <= high:
         raise ValueError(f"patch_batches: argument 'sigma' must be >= 0 or a pair 0 <= min <= max, got {sigma}")
@@ -142,9 +143,10 @@ def patch_batches(images: list[torch.Tensor], patch: int, batch_size: int, sigma
             i = int(torch.randint(image.shape[-2] - patch + 1, (1,), generator=generator))
             j = int(torch.randint(image.shape[-1] - patch + 1, (1,), generator=generator))
             crop = image[0, :, i:i + patch, j:j + patch]
-            crop = torch.rot90(crop, int(torch.randint(4, (1,), generator=generator)), dims=(-2, -1))
-            if bool(torch.randint(2, (1,), generator=generator)):
-                crop = crop.flip(-1)
+            if augment:
+                crop = torch.rot90(crop, int(torch.randint(4, (1,), generator=generator)), dims=(-2, -1))
+                if bool(torch.randint(2, (1,), generator=generator)):
+                    crop = crop.flip(-1)
             crops.append(crop)
         x = torch.stack(crops)
         if high > low:

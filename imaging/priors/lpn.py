@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SHIPPED = {"image": "lpn_image.safetensors", "laplacian-pm": "lpn_laplacian_pm.safetensors",
+SHIPPED = {"image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
+           "laplacian-pm": "lpn_laplacian_pm.safetensors",
            "laplacian-l1": "lpn_laplacian_l1.safetensors", "laplacian-l2": "lpn_laplacian_l2.safetensors"}
 
 
@@ -417,7 +418,7 @@ def load_lpn(path: str | Path, dtype: torch.dtype = torch.float32) -> LearnedPro
 
 def pretrained_lpn(name: str = "image", dtype: torch.dtype = torch.float32) -> LearnedProximalNetwork:
     """An LPN shipped in data/ (written by examples/train_lpn.py; training settings in `model.settings`):
-    "image" (grey natural images, LPNConv), "laplacian-pm" / "laplacian-l1" / "laplacian-l2" (LPN1d trained on
+    "image" (grey natural images, LPNConv), "digits" (8×8 handwritten digits, LPNPatch), "laplacian-pm" / "laplacian-l1" / "laplacian-l2" (LPN1d trained on
     y = x + N(0, 1), x ~ Laplace(0, 1) with proximal matching, L1 and L2 losses)."""
     from imaging.data import shipped_file
 
