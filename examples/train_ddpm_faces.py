@@ -184,37 +184,55 @@ def mosaic(images: torch.Tensor, columns: int) -> torch.Tensor:
     return canvas
 
 
+def fit(model: torch.nn.Module, batch_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]], *, steps: int,
+        lr: float, warmup: int, ema_decay: float, desc: str, metric: str = "loss", digits: int = 4,
+        after_step: Callable[[int, torch.nn.Module, tqdm], None] | None = None) -> tuple[torch.nn.Module, float, float]:
+    """AdamW (weight decay 1e-4) with warmup + cosine learning rate, gradient clipping at 1 and an EMA copy of the
+    weights, for `steps` steps of `batch_loss() -> (loss to minimise, value to report)`; `after_step(step, ema,
+    progress)` runs after each step. Returns (EMA copy, mean reported value over the last 100 steps, time in s)."""
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, steps, warmup))
+    recent: list[float] = []
+    start = time.perf_counter()
+    progress = tqdm(range(steps), desc=desc, mininterval=5.0)
+    for step in progress:
+        loss, reported = batch_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        update_ema(ema, model, step, ema_decay)
+        recent = (recent + [reported.item()])[-100:]
+        progress.set_postfix({metric: f"{sum(recent) / len(recent):.{digits}f}"}, refresh=False)
+        if after_step is not None:
+            after_step(step, ema, progress)
+    progress.close()
+    return ema, sum(recent) / len(recent), time.perf_counter() - start
+
+
 def train(unet: UNet2DModel, train_faces: torch.Tensor, test_faces: torch.Tensor, alphas_cumprod: torch.Tensor,
           args: argparse.Namespace) -> tuple[UNet2DModel, float, float]:
     """Train `unet` on augmented faces; returns (EMA copy, final training loss, training time in s)."""
     generator = torch.Generator().manual_seed(args.seed)
-    ema_unet = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-4)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, args.steps, args.warmup))
-    recent_losses: list[float] = []
-    start = time.perf_counter()
-    progress = tqdm(range(args.steps), desc="DDPM", mininterval=5.0)
-    for step in progress:
+
+    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
         indices = torch.randint(0, len(train_faces), (args.batch,), generator=generator)
         x0 = augment(train_faces[indices], generator)
         timesteps = torch.randint(0, len(alphas_cumprod), (args.batch,), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
         loss = noise_prediction_loss(unet, x0, timesteps, noise, alphas_cumprod).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        update_ema(ema_unet, unet, step, args.ema_decay)
-        recent_losses = (recent_losses + [loss.item()])[-100:]
-        progress.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.4f}", refresh=False)
+        return loss, loss
+
+    def evaluate(step: int, ema_unet: torch.nn.Module, progress: tqdm) -> None:
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             held_out = mean_loss_over_t(ema_unet, test_faces, alphas_cumprod, num_t=10)
             train_mse = mean_loss_over_t(ema_unet, train_faces, alphas_cumprod, num_t=10)
             progress.write(f"step {step + 1}: EMA ε-MSE train {train_mse:.4f}, held-out {held_out:.4f}")
-    progress.close()
-    return ema_unet, sum(recent_losses) / len(recent_losses), time.perf_counter() - start
+
+    return fit(unet, batch_loss, steps=args.steps, lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay,
+               desc="DDPM", after_step=evaluate)
 
 
 def main() -> None:

@@ -26,9 +26,7 @@ Run: `python examples/train_flow_faces.py [--ae-steps 4000] [--flow-steps 6000] 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
 from pathlib import Path
 
 import matplotlib
@@ -40,7 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-from train_ddpm_faces import SHIFT, augment, learning_rate_factor, mosaic, save_atomically, update_ema  # noqa: E402
+from train_ddpm_faces import SHIFT, augment, fit, mosaic, save_atomically  # noqa: E402
 
 from imaging.data import load_faces  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
@@ -104,31 +102,19 @@ def train_autoencoder(train_faces: torch.Tensor, args: argparse.Namespace,
                       generator: torch.Generator) -> tuple[AutoencoderKL, float, float]:
     """Train the autoencoder on augmented faces; returns (EMA autoencoder, final loss, training time in s)."""
     vae = build_autoencoder(args.latent_channels)
-    ema_vae = copy.deepcopy(vae).requires_grad_(False).eval()
     print(f"AutoencoderKL: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.ae_lr, weight_decay=1e-4)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, args.ae_steps, args.warmup))
-    recent_losses: list[float] = []
-    start = time.perf_counter()
-    progress = tqdm(range(args.ae_steps), desc="autoencoder", mininterval=5.0)
-    for step in progress:
+
+    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
         indices = torch.randint(0, len(train_faces), (args.ae_batch,), generator=generator)
         images = augment(train_faces[indices], generator)
         posterior = vae.encode(images).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         reconstruction_loss = (vae.decode(latents).sample - images).pow(2).mean()
-        loss = reconstruction_loss + args.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        update_ema(ema_vae, vae, step, args.ema_decay)
-        recent_losses = (recent_losses + [reconstruction_loss.item()])[-100:]
-        progress.set_postfix(mse=f"{sum(recent_losses) / len(recent_losses):.5f}", refresh=False)
-    progress.close()
-    return ema_vae, sum(recent_losses) / len(recent_losses), time.perf_counter() - start
+        return reconstruction_loss + args.kl_weight * posterior.kl().mean(), reconstruction_loss
+
+    ema_vae, loss, seconds = fit(vae, batch_loss, steps=args.ae_steps, lr=args.ae_lr, warmup=args.warmup,
+                                 ema_decay=args.ema_decay, desc="autoencoder", metric="mse", digits=5)
+    return ema_vae.eval(), loss, seconds
 
 
 def flow_loss(transformer: SD3Transformer2DModel, z0: torch.Tensor, t: torch.Tensor,
@@ -177,30 +163,18 @@ def train_flow(latents: torch.Tensor, args: argparse.Namespace,
                generator: torch.Generator) -> tuple[SD3Transformer2DModel, float, float]:
     """Train the velocity model on scaled latents (N, 4, 8, 8); returns (EMA transformer, final loss, time in s)."""
     transformer = build_transformer(args.latent_channels)
-    ema_transformer = copy.deepcopy(transformer).requires_grad_(False)
     print(f"SD3Transformer2DModel: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f} M parameters; "
           f"{len(latents)} training latents")
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.flow_lr, weight_decay=1e-4)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, args.flow_steps, args.warmup))
-    recent_losses: list[float] = []
-    start = time.perf_counter()
-    progress = tqdm(range(args.flow_steps), desc="flow", mininterval=5.0)
-    for step in progress:
+
+    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
         z0 = latents[torch.randint(0, len(latents), (args.flow_batch,), generator=generator)]
         t = torch.sigmoid(torch.randn(args.flow_batch, generator=generator))  # logit-normal(0, 1)
         noise = torch.randn(z0.shape, generator=generator)
         loss = flow_loss(transformer, z0, t, noise).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        update_ema(ema_transformer, transformer, step, args.ema_decay)
-        recent_losses = (recent_losses + [loss.item()])[-100:]
-        progress.set_postfix(loss=f"{sum(recent_losses) / len(recent_losses):.4f}", refresh=False)
-    progress.close()
-    return ema_transformer, sum(recent_losses) / len(recent_losses), time.perf_counter() - start
+        return loss, loss
+
+    return fit(transformer, batch_loss, steps=args.flow_steps, lr=args.flow_lr, warmup=args.warmup,
+               ema_decay=args.ema_decay, desc="flow")
 
 
 def main() -> None:
