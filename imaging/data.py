@@ -119,3 +119,166 @@ def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) ->
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+# --- image folders ------------------------------------------------------------------------------------------------
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".jpg", ".jpeg", ".bmp")
+
+
+def read_image(path: str, channels: int | None = 1, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One image file (PNG, TIFF, NPY, JPEG or BMP) as a (C, H, W) tensor.
+
+    Integer images are scaled to [0, 1] by their type's maximum (uint8 / 255, uint16 / 65535); float images (TIFF,
+    NPY: e.g. CT slices in their own units) keep their values. `channels=1` converts RGB to grey, 3 repeats a grey
+    image, None keeps what the file holds.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"read_image: {str(path)!r} is not one of the supported kinds {IMAGE_SUFFIXES}")
+    if suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    elif suffix in (".tif", ".tiff"):
+        import tifffile
+
+        array = tifffile.imread(path)
+    else:
+        import imageio.v3 as iio
+
+        array = iio.imread(path)
+    array = np.asarray(array)
+    if array.dtype.kind in "ui":
+        array = array.astype(np.float64) / float(np.iinfo(array.dtype).max)
+    elif array.dtype.kind != "f":
+        raise ValueError(f"read_image: {str(path)!r} holds {array.dtype} data, expected integers or floats")
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] not in (1, 3):
+        array = np.moveaxis(array[..., :3], -1, 0)  # H, W, C -> C, H, W
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"read_image: {str(path)!r} has shape {array.shape}, expected (H, W), (H, W, 3) or (C, H, W)")
+    if channels == 1 and array.shape[0] == 3:
+        array = (0.2125 * array[0] + 0.7154 * array[1] + 0.0721 * array[2])[None]  # scikit-image's rgb2gray weights
+    elif channels == 3 and array.shape[0] == 1:
+        array = np.repeat(array, 3, axis=0)
+    elif channels not in (None, 1, 3) or (channels is not None and array.shape[0] != channels):
+        raise ValueError(f"read_image: cannot give {channels} channels from {str(path)!r} ({array.shape[0]} channels)")
+    if not np.isfinite(array).all():
+        raise ValueError(f"read_image: {str(path)!r} contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+
+
+def image_files(folder: str) -> list:
+    """The image files (IMAGE_SUFFIXES) directly in `folder`, sorted by name; a clear error when there are none."""
+    from pathlib import Path
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"image_files: {str(folder)!r} is not a folder")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"image_files: {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def load_folder(folder: str, channels: int | None = 1, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Every image of a folder (sorted by name) as a list of (1, C, H, W) tensors (sizes may differ)."""
+    return [read_image(path, channels, dtype)[None] for path in image_files(folder)]
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Random patches of a folder of images (or of a list of (1, C, H, W) / (C, H, W) tensors), for training
+    denoisers and generative priors on your own pictures.
+
+    Item `i` of the dataset is a dict, a deterministic function of (seed, i) (so a run is reproducible, resumes
+    exactly and splits across processes without repeating patches):
+      - "clean": a random `patch_size`² crop (C, p, p) of an image picked with probability proportional to its
+        area, randomly rotated by a multiple of 90° and flipped when `augment` is True;
+      - with `sigma` (a number, or a range (σ_min, σ_max) drawn uniformly per item): "sigma" (a 0-d tensor) and
+        "noisy" = clean + σ·n, n ~ N(0, 1);
+      - `transform(item, generator)` may add more per-item randomness (e.g. diffusion timesteps) from the item's
+        own generator.
+    `length` is the number of items an epoch holds (patches are random, so any length works).
+    """
+
+    def __init__(self, images, patch_size: int, *, sigma: float | tuple[float, float] | None = None,
+                 augment: bool = True, length: int = 100_000, seed: int = 0, channels: int | None = 1,
+                 transform=None) -> None:
+        if isinstance(images, (str, bytes)) or hasattr(images, "__fspath__"):
+            images = load_folder(images, channels)
+        images = [im if im.dim() == 3 else im[0] for im in images]
+        if not images or any(im.dim() != 3 for im in images):
+            raise ValueError("PatchDataset: argument 'images' must be a folder or a non-empty list of (C, H, W) or "
+                             "(1, C, H, W) tensors")
+        if int(patch_size) < 1 or any(min(im.shape[-2:]) < patch_size for im in images):
+            small = min(min(im.shape[-2:]) for im in images)
+            raise ValueError(f"PatchDataset: argument 'patch_size' must be between 1 and the smallest image side "
+                             f"({small}), got {patch_size}")
+        if len({im.shape[0] for im in images}) != 1:
+            raise ValueError("PatchDataset: all images must have the same number of channels")
+        if sigma is not None:
+            low, high = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else map(float, sigma)
+            if not 0 <= low <= high < float("inf"):
+                raise ValueError(f"PatchDataset: argument 'sigma' must be >= 0 or a pair 0 <= min <= max, got {sigma}")
+            sigma = (low, high)
+        if int(length) < 1:
+            raise ValueError(f"PatchDataset: argument 'length' must be positive, got {length}")
+        self.images = [im.float().contiguous() for im in images]
+        self.patch_size, self.sigma, self.augment = int(patch_size), sigma, bool(augment)
+        self.length, self.seed, self.transform = int(length), int(seed), transform
+        self._areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in self.images])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"PatchDataset: index {index} out of range for length {self.length}")
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index % self.length) % (2 ** 63))
+        image = self.images[int(torch.multinomial(self._areas, 1, generator=generator))]
+        p = self.patch_size
+        i = int(torch.randint(image.shape[-2] - p + 1, (1,), generator=generator))
+        j = int(torch.randint(image.shape[-1] - p + 1, (1,), generator=generator))
+        crop = image[:, i:i + p, j:j + p]
+        if self.augment:
+            crop = torch.rot90(crop, int(torch.randint(4, (1,), generator=generator)), dims=(-2, -1))
+            if bool(torch.randint(2, (1,), generator=generator)):
+                crop = crop.flip(-1)
+        item = {"clean": crop.contiguous()}
+        if self.sigma is not None:
+            low, high = self.sigma
+            sigma = low + (high - low) * torch.rand((), generator=generator)
+            item["sigma"] = sigma
+            item["noisy"] = crop + sigma * torch.randn(crop.shape, generator=generator)
+        if self.transform is not None:
+            item = self.transform(item, generator)
+        return item
+
+
+def save_folder_atomically(folder, write) -> None:
+    """Call write(temporary_folder) on a fresh folder next to `folder`, then swap it in by renames: an existing
+    folder is replaced only once the new one is complete, and a failure leaves it untouched."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        write(temporary)
+        for path in [temporary, *temporary.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-old-"))
+            os.replace(folder, old / folder.name)
+        os.replace(temporary, folder)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)

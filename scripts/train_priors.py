@@ -1,0 +1,102 @@
+"""Train the shipped natural-image priors on a folder of images (train400) with `imaging.learning.Trainer`.
+
+    python scripts/train_priors.py ddpm --data ../shared/datasets/train400 [--hours 1.9] [--threads 1]
+    python scripts/train_priors.py ddpm --export data/ddpm_natural       # EMA weights -> shipped diffusers folder
+    accelerate launch scripts/train_priors.py ddpm --data ...            # several GPUs / nodes, same script
+
+Every prior's settings are the SETTINGS entry below (the run folder records them). A run lives in
+`runs/<prior>/` (checkpoint.safetensors, log.jsonl); calling the script again continues it where it stopped,
+so a long training runs in chunks (`--hours`) across sessions. `--export` writes the EMA weights where the
+library loads them by name, with `training.json` (settings, steps, wall time, loss curve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from imaging.data import PatchDataset, save_folder_atomically
+from imaging.learning.trainer import LOG, Trainer
+
+SETTINGS = {
+    # DiffusionPrior.pretrained("natural"): ε-prediction DDPM, diffusers UNet2DModel (32, 64, 128) without
+    # attention, T = 1000 linear β (DDPMScheduler defaults), 64×64 crops of train400 with flips / rotations.
+    "ddpm": {"patch_size": 64, "batch_size": 16, "steps": 12_000, "lr": 5e-4, "warmup": 200, "weight_decay": 1e-4,
+             "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0,
+             "unet": {"block_out_channels": [32, 64, 128], "layers_per_block": 1, "norm_num_groups": 8}},
+}
+
+
+def build(prior: str, data: str | None, settings: dict):
+    """(model, loss, dataset, after_step) of a prior."""
+    if prior == "ddpm":
+        from diffusers import DDPMScheduler
+
+        from imaging.learning.diffusion_training import DiffusionNoise, EpsilonLoss, natural_unet
+
+        scheduler = DDPMScheduler()
+        model = natural_unet(**settings["unet"], sample_size=settings["patch_size"])
+        dataset = None if data is None else PatchDataset(
+            data, settings["patch_size"], seed=settings["seed"],
+            transform=DiffusionNoise(scheduler.config.num_train_timesteps), length=10 ** 9)
+        return model, EpsilonLoss(scheduler), dataset, None, scheduler
+    raise ValueError(f"unknown prior {prior!r}; choose one of {sorted(SETTINGS)}")
+
+
+def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) -> None:
+    log = [json.loads(line) for line in (trainer.output_dir / LOG).read_text().splitlines() if line.strip()]
+    record = {"script": "scripts/train_priors.py", "prior": prior, "data": data or "train400 (../shared/datasets)",
+              "settings": trainer.settings, "steps": trainer.step,
+              "training_seconds": log[-1]["seconds"] if log else 0.0,
+              "loss": [[entry["step"], round(entry["loss"], 5)] for entry in log]}
+    model = trainer.ema_model()
+
+    def write(target: Path) -> None:
+        if prior == "ddpm":
+            model.save_pretrained(target / "unet", safe_serialization=True)
+            extra.save_pretrained(target / "scheduler")
+        (target / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+
+    save_folder_atomically(folder, write)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prior", choices=sorted(SETTINGS))
+    parser.add_argument("--data", help="folder of training images (PNG/TIFF/NPY), e.g. ../shared/datasets/train400")
+    parser.add_argument("--run", help="run folder (default runs/<prior>)")
+    parser.add_argument("--hours", type=float, default=None, help="stop this chunk after so many hours")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--export", metavar="FOLDER", help="write the EMA weights of the run to FOLDER and exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = SETTINGS[args.prior]
+    run = Path(args.run or f"runs/{args.prior}")
+    if args.export is None and args.data is None:
+        parser.error("--data is required to train")
+    torch.manual_seed(settings["seed"])
+    model, loss, dataset, after_step, extra = build(args.prior, args.data, settings)
+    trainer = Trainer(model, loss, dataset if dataset is not None else [None], batch_size=settings["batch_size"],
+                      steps=settings["steps"], lr=settings["lr"], warmup=settings["warmup"],
+                      weight_decay=settings["weight_decay"], ema_decay=settings["ema_decay"],
+                      grad_clip=settings["grad_clip"], seed=settings["seed"], output_dir=run, checkpoint_every=250,
+                      log_every=50, progress=True, after_step=after_step,
+                      settings={"prior": args.prior, **settings})
+    if args.export is not None:
+        trainer.load_checkpoint(trainer.checkpoint_path)
+        export(args.prior, trainer, extra, Path(args.export), args.data)
+        print(f"exported step {trainer.step} of {run} to {args.export}")
+        return
+    result = trainer.fit(max_seconds=None if args.hours is None else args.hours * 3600)
+    print(f"{args.prior}: step {result.resumed_from} -> {result.steps} of {settings['steps']} in "
+          f"{result.seconds:.0f} s; loss {result.loss:.4f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
