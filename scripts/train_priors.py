@@ -2,6 +2,8 @@
 
     python scripts/train_priors.py ddpm --data ../shared/datasets/train400 [--hours 1.9] [--threads 1]
     python scripts/train_priors.py ddpm --export data/ddpm_natural       # EMA weights -> shipped diffusers folder
+    python scripts/train_priors.py lpn --data ../shared/datasets/train400
+    python scripts/train_priors.py lpn --export data/lpn_natural.safetensors
     accelerate launch scripts/train_priors.py ddpm --data ...            # several GPUs / nodes, same script
 
 Every prior's settings are the SETTINGS entry below (the run folder records them). A run lives in
@@ -28,6 +30,12 @@ SETTINGS = {
     "ddpm": {"patch_size": 64, "batch_size": 16, "steps": 12_000, "lr": 5e-4, "warmup": 200, "weight_decay": 1e-4,
              "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0,
              "unet": {"block_out_channels": [32, 64, 128], "layers_per_block": 1, "norm_num_groups": 8}},
+    # pretrained_lpn("natural"): multi-scale convolutional LPN (226 k parameters), 40×40 crops, noise σ ~ U[0.08,
+    # 0.12] (around 25/255), L1 pre-training for half the steps, then proximal matching with γ = 8, 4, 2, 1 × γ_min
+    # (γ_min = 0.08·√(40²), the paper's), core weights clipped to ≥ 0 after every step.
+    "lpn": {"patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200, "weight_decay": 0.0,
+            "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0, "sigma": [0.08, 0.12],
+            "network": {"hidden": 64, "depth": 7, "pools": [False, False, True, False, True, False]}},
 }
 
 
@@ -44,6 +52,16 @@ def build(prior: str, data: str | None, settings: dict):
             data, settings["patch_size"], seed=settings["seed"],
             transform=DiffusionNoise(scheduler.config.num_train_timesteps), length=10 ** 9)
         return model, EpsilonLoss(scheduler), dataset, None, scheduler
+    if prior == "lpn":
+        from imaging.learning.lpn_training import StagedLoss, default_gamma_min, proximal_matching_schedule
+        from imaging.priors.lpn import LPNConv
+
+        model = LPNConv(**settings["network"])
+        patch = settings["patch_size"]
+        schedule = proximal_matching_schedule(settings["steps"], default_gamma_min((1, patch, patch)))
+        dataset = None if data is None else PatchDataset(data, patch, sigma=tuple(settings["sigma"]),
+                                                         seed=settings["seed"], length=10 ** 9)
+        return model, StagedLoss(schedule), dataset, LPNConv.clip_weights, None
     raise ValueError(f"unknown prior {prior!r}; choose one of {sorted(SETTINGS)}")
 
 
@@ -55,9 +73,13 @@ def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) 
               "loss": [[entry["step"], round(entry["loss"], 5)] for entry in log]}
     model = trainer.ema_model()
 
+    if prior == "lpn":
+        model.save(str(folder), {**record, "loss": record["loss"][-20:]})
+        return
+
     def write(target: Path) -> None:
         if prior == "ddpm":
-            model.save_pretrained(target / "unet", safe_serialization=True)
+            model.to(torch.float16).save_pretrained(target / "unet", safe_serialization=True)  # half the size
             extra.save_pretrained(target / "scheduler")
         (target / "training.json").write_text(json.dumps(record, indent=1) + "\n")
 

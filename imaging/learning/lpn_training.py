@@ -157,6 +157,27 @@ def patch_batches(images: list[torch.Tensor], patch: int, batch_size: int, sigma
     return batch
 
 
+class StagedLoss:
+    """A `Trainer` loss following a schedule of stages (e.g. `proximal_matching_schedule(total_steps, γ_min)`):
+    at optimiser step s, the loss of the stage holding s, on batch["noisy"] -> batch["clean"] (the stages'
+    learning rates are ignored: the Trainer's schedule sets the rate)."""
+
+    def __init__(self, schedule: list[Stage]) -> None:
+        if not schedule:
+            raise ValueError("StagedLoss: argument 'schedule' must hold at least one Stage")
+        self.schedule = schedule
+        self.ends = [sum(stage.steps for stage in schedule[:k + 1]) for k in range(len(schedule))]
+
+    def stage(self, step: int) -> Stage:
+        """The stage of optimiser step `step` (the last stage past the schedule's end)."""
+        return next((s for s, end in zip(self.schedule, self.ends) if step < end), self.schedule[-1])
+
+    def __call__(self, model: LearnedProximalNetwork, batch: dict) -> torch.Tensor:
+        stage = self.stage(int(batch["step"]))
+        dtype = next(model.parameters()).dtype
+        return stage.loss(model(batch["noisy"].to(dtype)), batch["clean"].to(dtype), stage.gamma)
+
+
 # --- training -----------------------------------------------------------------------------------------------------
 @dataclass
 class TrainingHistory:

@@ -19,7 +19,8 @@ laptop to a cluster.
 - **Log**: `log.jsonl` in `output_dir` (one JSON object per logged step: step, loss, learning rate, seconds) and a
   tqdm bar on the main process (off by default).
 
-`loss(model, batch)` gets the process's slice of the batch (a dict of tensors on the device) and returns the mean
+`loss(model, batch)` gets the process's slice of the batch (a dict of tensors on the device, plus "step", the
+index of the optimiser step it is for) and returns the mean
 loss over it (a scalar) or per-item losses (averaged here). `after_step(model)` runs after every optimiser step
 (e.g. `LearnedProximalNetwork.clip_weights`, keeping a constrained network feasible).
 """
@@ -166,7 +167,9 @@ class Trainer:
         local = self.batch_size // world
         first = step * self.batch_size + rank * local
         items = [self.dataset[(first + k) % len(self.dataset)] for k in range(local)]
-        return {key: value.to(self.accelerator.device) for key, value in _collate(items).items()}
+        batch = {key: value.to(self.accelerator.device) for key, value in _collate(items).items()}
+        batch["step"] = step  # for losses that change along the run (e.g. the LPN's proximal-matching stages)
+        return batch
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     @property

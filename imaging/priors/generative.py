@@ -20,6 +20,8 @@ from torch import nn
 
 __all__ = ["DiffusionPrior", "DiffusionVelocity", "FlowPrior", "PromptEmbeddings"]
 
+SHIPPED_DIFFUSION = {"natural": "ddpm_natural", "faces": "ddpm_faces32"}
+
 
 def _local_folder(path: str | Path, who: str) -> Path:
     folder = Path(path).expanduser()
@@ -126,9 +128,48 @@ class DiffusionPrior(_RangeMap):
         scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if scheduler_dir.is_dir() else None
         return cls(unet, scheduler, **kwargs)
 
+    @classmethod
+    def pretrained(cls, name: str = "natural", *, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu", **kwargs) -> "DiffusionPrior":
+        """A DDPM shipped with imaging, by name (offline, from any working directory):
+
+        - "natural": grey natural images, a fully convolutional diffusers `UNet2DModel` trained on random 64×64
+          crops of the 400 Berkeley training images (train400) by `scripts/train_priors.py ddpm`; any image size
+          divisible by 4;
+        - "faces": 32×32 grey faces (scikit-image's LFW subset, faces 0–79), `examples/train_ddpm_faces.py`.
+        """
+        from imaging.data import shipped_file
+
+        folder = shipped_file("DiffusionPrior.pretrained", SHIPPED_DIFFUSION, name,
+                              "python scripts/train_priors.py ddpm --data <train400> then --export data/ddpm_natural")
+        prior = cls.from_pretrained(folder, device=device, **kwargs)
+        prior.model.to(dtype)
+        return prior
+
     @property
     def num_timesteps(self) -> int:
         return int(self.alphas_cumprod.shape[0])
+
+    def timestep_for_noise(self, sigma: float) -> int:
+        """The timestep t whose noise-to-signal ratio √(1 − ᾱ_t)/√ᾱ_t is closest to `sigma` in the model range
+        (log scale): an image with Gaussian noise of that level, scaled by √ᾱ_t, is distributed as x_t."""
+        ratio = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
+        return int((ratio.log() - torch.log(torch.tensor(float(sigma), dtype=ratio.dtype))).abs().argmin())
+
+    @torch.no_grad()
+    def denoise(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
+        r"""One-step denoiser (Tweedie): the posterior mean E[x_0 | x_t] of the network at the timestep matching the
+        noise level `sigma` (standard deviation in the image range) of y = x + σ n, returned in the image range.
+
+            x_t = √ᾱ_t · to_model(y),   x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t
+        """
+        _check_finite(y, "DiffusionPrior.denoise", "y")
+        if not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise ValueError(f"DiffusionPrior.denoise: argument 'sigma' must be a positive number, got {sigma!r}")
+        t = self.timestep_for_noise(sigma * self.scale)
+        a, s = self.alpha_sigma(t)
+        x_t = a * self.to_model(y)
+        return self.to_image((x_t - s * self.eps(x_t, t)) / a)
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
         """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) at integer timestep t."""

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SHIPPED = {"image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
+SHIPPED = {"natural": "lpn_natural.safetensors", "image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
            "laplacian-pm": "lpn_laplacian_pm.safetensors",
            "laplacian-l1": "lpn_laplacian_l1.safetensors", "laplacian-l2": "lpn_laplacian_l2.safetensors"}
 
