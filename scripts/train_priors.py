@@ -86,6 +86,22 @@ def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) 
     save_folder_atomically(folder, write)
 
 
+def exported_weights(prior: str, path: Path) -> tuple[dict, int]:
+    """(state dict in float32, step) of an exported prior."""
+    from safetensors import safe_open
+
+    if prior == "ddpm":
+        file, record = path / "unet" / "diffusion_pytorch_model.safetensors", path / "training.json"
+        step = json.loads(record.read_text())["steps"]
+    else:
+        file = path
+    with safe_open(str(file), "pt") as f:
+        weights = {key: f.get_tensor(key).float() for key in f.keys()}
+        if prior != "ddpm":
+            step = json.loads(f.metadata()["settings"])["steps"]
+    return weights, step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prior", choices=sorted(SETTINGS))
@@ -94,6 +110,10 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=None, help="stop this chunk after so many hours")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--export", metavar="FOLDER", help="write the EMA weights of the run to FOLDER and exit")
+    parser.add_argument("--init", metavar="EXPORTED",
+                        help="a run folder without a checkpoint starts from these exported weights and their step "
+                             "(e.g. data/ddpm_natural, data/lpn_natural.safetensors): how a run continues in a "
+                             "fresh checkout; AdamW's moments restart")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -115,6 +135,10 @@ def main() -> None:
         export(args.prior, trainer, extra, Path(args.export), args.data)
         print(f"exported step {trainer.step} of {run} to {args.export}")
         return
+    if args.init and not trainer.checkpoint_path.exists():
+        weights, step = exported_weights(args.prior, Path(args.init))
+        trainer.warm_start(weights, step)
+        print(f"starting from {args.init} at step {step}", file=sys.stderr)
     result = trainer.fit(max_seconds=None if args.hours is None else args.hours * 3600)
     print(f"{args.prior}: step {result.resumed_from} -> {result.steps} of {settings['steps']} in "
           f"{result.seconds:.0f} s; loss {result.loss:.4f}", file=sys.stderr)

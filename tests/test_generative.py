@@ -268,3 +268,22 @@ def test_bad_input_gives_clear_errors(scheduler, tmp_path):
         Flair(prior, op8, op8(x[..., :8, :8]))
     with pytest.raises(ValueError, match="'guidance_scale'"):
         FlowPrior(transformer, vae, guidance_scale=0.5)
+
+
+def test_one_step_denoiser_is_the_posterior_mean_for_a_gaussian_prior():
+    """Data x0 ~ N(0, s²) in the model range: the exact ε(x_t, t) = √(1−ᾱ) x_t / (ᾱ s² + 1 − ᾱ) makes the one-step
+    denoiser the Wiener filter s² / (s² + σ²) y at a noise level that falls on a timestep."""
+    s2 = 0.3
+    abar = DiffusionPrior(lambda x, t: x).alphas_cumprod
+
+    def eps(x, t):
+        a = abar[t].to(x.dtype).view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * x / (a * s2 + 1 - a)
+
+    prior = DiffusionPrior(eps, image_range=(-1.0, 1.0))  # image range = model range
+    sigma = float(((1 - abar[120]) / abar[120]).sqrt())
+    assert prior.timestep_for_noise(sigma) == 120
+    y = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(prior.denoise(y, sigma), s2 / (s2 + sigma ** 2) * y)
+    with pytest.raises(ValueError, match="sigma"):
+        prior.denoise(y, -1.0)

@@ -196,3 +196,21 @@ def test_epsilon_loss_trains_a_unet_on_any_size():
     batch["noise"] = torch.zeros_like(batch["noise"])
     zero = EpsilonLoss()(lambda x, step: torch.zeros_like(x), batch)
     assert zero.item() == 0.0
+
+
+def test_warm_start_continues_the_schedule():
+    finished = trainer(steps=12)
+    finished.fit()
+    weights = finished.ema_model().state_dict()
+    continued = trainer(steps=12)
+    continued.warm_start(weights, 6)
+    reference = trainer(steps=12)
+    for _ in range(6):
+        reference.train_step()
+    assert continued.step == 6
+    assert continued.schedule.get_last_lr()[0] == pytest.approx(reference.schedule.get_last_lr()[0])
+    for a, b in zip(continued.model.parameters(), finished.ema_model().parameters()):
+        assert torch.equal(a, b)
+    assert continued.fit().resumed_from == 6
+    with pytest.raises(ValueError, match="step"):
+        continued.warm_start(weights, 13)

@@ -225,6 +225,25 @@ class Trainer:
         self.seconds, self._began = float(metadata.get("seconds", 0.0)), time.perf_counter()
         return self.step
 
+    def warm_start(self, weights: dict[str, torch.Tensor], step: int = 0) -> None:
+        """Continue a run whose checkpoint is gone from exported weights (e.g. a shipped prior): the model and its
+        EMA take `weights`, and the step counter and learning-rate schedule move to `step`. Not an exact resume:
+        AdamW's moments start again from zero."""
+        import warnings
+
+        if not (isinstance(step, int) and 0 <= step <= self.steps):
+            raise ValueError(f"Trainer.warm_start: argument 'step' must be in 0..{self.steps}, got {step!r}")
+        self.model.load_state_dict(weights)
+        if self.ema is not None:
+            trained = [p for p in self.model.parameters() if p.requires_grad]
+            self.ema.shadow_params = [p.detach().clone() for p in trained]
+            self.ema.optimization_step = step
+        with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(step - self.step):
+                self.schedule.step()
+        self.step = step
+
     # --- training --------------------------------------------------------------------------------------------
     def train_step(self) -> float:
         """One optimiser step on the batch of the current step; returns the loss averaged over all processes."""
@@ -255,7 +274,7 @@ class Trainer:
         `fit` again (e.g. in the next session)."""
         from tqdm.auto import tqdm
 
-        start = 0
+        start = self.step
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             start = self.load_checkpoint(self.checkpoint_path)
             logger.info("Trainer: resumed from %s at step %d", self.checkpoint_path, start)

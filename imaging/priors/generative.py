@@ -142,9 +142,7 @@ class DiffusionPrior(_RangeMap):
 
         folder = shipped_file("DiffusionPrior.pretrained", SHIPPED_DIFFUSION, name,
                               "python scripts/train_priors.py ddpm --data <train400> then --export data/ddpm_natural")
-        prior = cls.from_pretrained(folder, device=device, **kwargs)
-        prior.model.to(dtype)
-        return prior
+        return cls.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
 
     @property
     def num_timesteps(self) -> int:
@@ -194,19 +192,25 @@ class DiffusionPrior(_RangeMap):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, *, seed: int = 0, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """n samples in the image range by deterministic DDIM over `steps` timesteps (for looking at the prior)."""
-        if self.image_shape is None:
-            raise ValueError("DiffusionPrior.sample: the image shape is unknown; pass image_shape to the constructor")
+               dtype: torch.dtype = torch.float32, shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """n samples in the image range by deterministic DDIM (diffusers' `DDIMScheduler`, η = 0, on this
+        prior's ᾱ) over `steps` timesteps, of `shape` (C, H, W) (default: the model's own; any size its
+        down-sampling divides for a fully convolutional model)."""
+        from diffusers import DDIMScheduler
+
+        shape = tuple(shape) if shape is not None else self.image_shape
+        if shape is None:
+            raise ValueError("DiffusionPrior.sample: the image shape is unknown; pass shape=(C, H, W)")
+        if not (isinstance(steps, int) and 1 <= steps <= self.num_timesteps):
+            raise ValueError(f"DiffusionPrior.sample: argument 'steps' must be in 1..{self.num_timesteps}, got {steps}")
+        betas = 1 - self.alphas_cumprod / torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+        scheduler = DDIMScheduler(num_train_timesteps=self.num_timesteps, trained_betas=betas.float().numpy(),
+                                  clip_sample=False, set_alpha_to_one=True)
+        scheduler.set_timesteps(steps)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((n, *self.image_shape), generator=gen, dtype=dtype).to(device)
-        ts = list(range(0, self.num_timesteps, self.num_timesteps // steps))[::-1]
-        for i, t in enumerate(ts):
-            a, s = self.alpha_sigma(t)
-            eps = self.eps(x, t)
-            x0 = (x - s * eps) / a
-            a_next, s_next = self.alpha_sigma(ts[i + 1]) if i + 1 < len(ts) else (1.0, 0.0)
-            x = a_next * x0 + s_next * eps
+        x = torch.randn((n, *shape), generator=gen, dtype=dtype).to(device)
+        for t in scheduler.timesteps:
+            x = scheduler.step(self.eps(x, int(t)), t, x, eta=0.0).prev_sample
         return self.to_image(x)
 
 
