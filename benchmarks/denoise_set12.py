@@ -88,17 +88,10 @@ def make_methods(names: list[str], sigma255: int) -> dict:
 
         try:
             prior = DiffusionPrior.pretrained("natural")
-            methods["DDPM one-step (natural)"] = lambda y, x: prior.denoise(pad_to(y, 4), sigma)[
-                ..., :y.shape[-2], :y.shape[-1]].clamp(0, 1)
+            methods["DDPM one-step (natural)"] = lambda y, x: prior.denoise(y, sigma).clamp(0, 1)
         except FileNotFoundError as error:
             print(f"DDPM skipped: {error}")
     return methods
-
-
-def pad_to(y: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad the bottom and right edges so that the sides are multiples of `multiple`."""
-    h, w = y.shape[-2:]
-    return torch.nn.functional.pad(y, (0, -w % multiple, 0, -h % multiple), mode="reflect")
 
 
 def main() -> None:

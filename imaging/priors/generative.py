@@ -87,7 +87,9 @@ class DiffusionPrior(_RangeMap):
             returns 2C channels (learned variance), the first C are ε.
         scheduler: a diffusers scheduler with `alphas_cumprod` (e.g. `DDPMScheduler`), or a 1-D tensor ᾱ (T,);
             None uses the DDPM default (T = 1000, β linear from 1e-4 to 0.02).
-        image_shape: (C, H, W) the model expects; read from a diffusers model's config when not given.
+        image_shape: (C, H, W) the model expects; read from a diffusers model's config when not given. A diffusers
+            UNet without attention blocks is fully convolutional: it takes any H, W divisible by its down-sampling
+            (`size_multiple`), and only the channels are checked.
     """
 
     def __init__(self, model: Callable, scheduler: Any = None, *, image_range: tuple[float, float] = (0.0, 1.0),
@@ -107,10 +109,16 @@ class DiffusionPrior(_RangeMap):
         self.register_buffer("alphas_cumprod", alphas.detach().double().clone(), persistent=False)
         self.scheduler = None if isinstance(scheduler, torch.Tensor) else scheduler
         config = getattr(model, "config", None)
+        self.channels, self.size_multiple = None, 1
         if image_shape is None and config is not None and getattr(config, "sample_size", None) is not None:
-            size = config.sample_size
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            image_shape = (config.in_channels, *size)
+            blocks = tuple(getattr(config, "down_block_types", ())) + tuple(getattr(config, "up_block_types", ()))
+            if blocks and not any("Attn" in block for block in blocks):  # fully convolutional
+                self.channels = int(config.in_channels)
+                self.size_multiple = 2 ** (len(config.block_out_channels) - 1)
+            else:
+                size = config.sample_size
+                size = (size, size) if isinstance(size, int) else tuple(size)
+                image_shape = (config.in_channels, *size)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
 
     @classmethod
@@ -157,17 +165,22 @@ class DiffusionPrior(_RangeMap):
     @torch.no_grad()
     def denoise(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
         r"""One-step denoiser (Tweedie): the posterior mean E[x_0 | x_t] of the network at the timestep matching the
-        noise level `sigma` (standard deviation in the image range) of y = x + σ n, returned in the image range.
+        noise level `sigma` (standard deviation in the image range) of y = x + σ n, returned in the image range
+        (any image size for a fully convolutional model: reflect-padded to its down-sampling and cropped back).
 
             x_t = √ᾱ_t · to_model(y),   x̂_0 = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t
         """
         _check_finite(y, "DiffusionPrior.denoise", "y")
         if not (isinstance(sigma, (int, float)) and sigma > 0):
             raise ValueError(f"DiffusionPrior.denoise: argument 'sigma' must be a positive number, got {sigma!r}")
+        height, width = y.shape[-2:]
+        m = self.size_multiple  # a fully convolutional model: reflect-pad to its down-sampling, crop back
+        padded = torch.nn.functional.pad(y, (0, -width % m, 0, -height % m), mode="reflect") if m > 1 else y
+        self.check_image(padded, "DiffusionPrior.denoise", "y")
         t = self.timestep_for_noise(sigma * self.scale)
         a, s = self.alpha_sigma(t)
-        x_t = a * self.to_model(y)
-        return self.to_image((x_t - s * self.eps(x_t, t)) / a)
+        x_t = a * self.to_model(padded)
+        return self.to_image((x_t - s * self.eps(x_t, t)) / a)[..., :height, :width]
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
         """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) at integer timestep t."""
@@ -180,6 +193,12 @@ class DiffusionPrior(_RangeMap):
         if self.image_shape is not None and tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{who}: argument '{arg}' has images of shape {tuple(x.shape[1:])} but the diffusion "
                              f"model expects {self.image_shape} (C, H, W)")
+        if self.channels is not None and x.shape[1] != self.channels:
+            raise ValueError(f"{who}: argument '{arg}' has {x.shape[1]} channels but the diffusion model expects "
+                             f"{self.channels}")
+        if any(side % self.size_multiple for side in x.shape[2:]):
+            raise ValueError(f"{who}: argument '{arg}' has images of size {tuple(x.shape[2:])}; the diffusion model "
+                             f"needs sides divisible by {self.size_multiple} (pad the image, e.g. with reflection)")
 
     @torch.no_grad()
     def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
