@@ -6,7 +6,11 @@ convex smoothed-|·| potential and reflect padding; θ = (filters, log ν), the 
 (`FieldOfExperts.from_tv`). TV (λ, ν) is learned on the
 same data first and is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
 with --save, data/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
-Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]`.
+With `--data FOLDER` the training crops are `--crops` random crops of that folder's images (e.g.
+`../shared/datasets/train400`, through `imaging.data.PatchDataset`, seeded noise) instead of the offline pictures;
+`--filters 48 --filter-size 7` is the size of the published natural-image FoE.
+Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]
+[--data FOLDER --crops 16 --out-file data/foe_natural_sigma25.safetensors]`.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from imaging.data import noisy_crops, save_weights  # noqa: E402
+from imaging.data import PatchDataset, noisy_crops, save_weights  # noqa: E402
 from imaging.learning import maid, solve_lower  # noqa: E402
 from imaging.learning.denoising import DenoisingBilevel, SmoothedTV  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
@@ -48,9 +52,17 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="start from the shipped data/foe_denoise_sigma25.safetensors instead of the learned TV")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--data", help="train on random crops of this folder of images (e.g. train400)")
+    parser.add_argument("--crops", type=int, default=16, help="how many training crops with --data")
+    parser.add_argument("--out-file", default="data/foe_denoise_sigma25.safetensors", help="where --save writes")
     args = parser.parse_args()
     progress = not args.no_progress
-    x_true, y = noisy_crops(TRAIN, args.size, SIGMA, seed=0)
+    if args.data:
+        crops = PatchDataset(args.data, args.size, sigma=SIGMA, augment=False, seed=0)
+        x_true = torch.stack([crops[i]["clean"] for i in range(args.crops)]).double()
+        y = torch.stack([crops[i]["noisy"] for i in range(args.crops)]).double()
+    else:
+        x_true, y = noisy_crops(TRAIN, args.size, SIGMA, seed=0)
     test_true, test_y = noisy_crops(TEST, args.size, SIGMA, seed=1)
 
     tv = DenoisingBilevel(y, x_true, SmoothedTV(0.05, 0.01).double())
@@ -106,13 +118,13 @@ def main() -> None:
     print(f"-> {save_figure(fig, f'{args.out}/learn_foe.png')}")
     plt.close(fig)
     if args.save:
-        settings = {"train": TRAIN, "crop": args.size, "sigma": SIGMA, "filters": args.filters,
+        settings = {"train": args.data or TRAIN, "crops": len(x_true), "crop": args.size, "sigma": SIGMA, "filters": args.filters,
                     "filter_size": args.filter_size, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
                     "potential": model.potential, "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}
-        save_weights(dict(model.named_parameters()), "data/foe_denoise_sigma25.safetensors", settings)
-        print("-> data/foe_denoise_sigma25.safetensors")
+        save_weights(dict(model.named_parameters()), args.out_file, settings)
+        print(f"-> {args.out_file}")
 
 
 if __name__ == "__main__":
