@@ -16,6 +16,7 @@ demo: build
 	$(PY) examples/custom_operator.py
 	$(PY) examples/tv_reconstruction.py --size 128
 	$(PY) examples/sensor_array_calibration.py --phase-transition
+	$(PY) examples/learned_priors.py
 
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)

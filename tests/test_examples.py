@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("learn_foe.py", ["learn_foe.png"], ["--size", "32", "--filters", "6", "--filter-size", "3", "--max-iter", "3",
                                          "--tv-max-iter", "5", "--no-progress"]),
     ("generative_priors.py", ["generative_priors.png"], ["--faces", "2", "--steps", "10"]),
+    ("learned_priors.py", ["learned_priors.png"], ["--size", "64", "--steps", "5"]),
     ("lpn_pnp.py", ["lpn_pnp.png"], ["--size", "64", "--max-iter", "10", "--images", "chelsea"]),
 ])
 def test_example_writes_figures(script, figures, options, tmp_path):
