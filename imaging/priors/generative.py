@@ -340,6 +340,25 @@ class FlowPrior(_RangeMap):
         return flow
 
     @classmethod
+    def pretrained(cls, name: str = "natural", *, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu") -> "FlowPrior":
+        """A flow prior shipped with imaging, by name (offline, from any working directory):
+
+        - "natural": grey natural images of any size (divisible by 4), the shipped natural-image DDPM
+          (`DiffusionPrior.pretrained("natural")`) read as a pixel-space rectified flow (`from_diffusion`): on
+          train400 this is better than a latent flow trained in the same CPU budget (see docs/natural_priors.md);
+        - "faces": 32×32 grey faces, a latent rectified flow (`SD3Transformer2DModel` on an `AutoencoderKL`) with
+          FLAIR's calibrated weights (`examples/train_flow_faces.py`).
+        """
+        from imaging.data import shipped_file
+
+        folder = shipped_file("FlowPrior.pretrained", {"natural": SHIPPED_DIFFUSION["natural"], "faces": "flow_faces32"},
+                              name, "python scripts/train_priors.py / examples/train_flow_faces.py")
+        if name == "natural":
+            return cls.from_diffusion(DiffusionPrior.pretrained("natural", dtype=dtype, device=device))
+        return cls.from_pretrained(folder, dtype=dtype, device=device)
+
+    @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu", autoencoder: str = "vae", **kwargs) -> "FlowPrior":
         """Load the `transformer/` (SD3Transformer2DModel), autoencoder (`vae/`, AutoencoderKL, or a folder of
