@@ -9,8 +9,10 @@ shifts of ±2 px with reflect padding), faces 80..99 held out.
     stored in the autoencoder's config.
 (b) Velocity model: a diffusers `SD3Transformer2DModel` (8×8×8 latents, patch 2, 4 layers, 4 heads of 16 channels;
     0.58 M parameters), unconditional (zero prompt embeddings), rectified flow z_t = (1 − t) z_0 + t ε (t = 1 is
-    noise), target v = ε − z_0, timestep passed as 1000·t, t logit-normal; AdamW with warmup + cosine learning rate,
-    EMA. The latents z_0 are those of the frozen autoencoder on all 50 augmented copies of every training face.
+    noise), target v = ε − z_0, timestep passed as 1000·t, t logit-normal.
+Both are trained by the library's engine, `imaging.learning.Trainer` (AdamW, diffusers' warmup + cosine schedule and
+EMA; objectives from `imaging.learning.flow_training`; resumable checkpoints in runs/flow_faces32). The shipped
+weights were trained by this script's earlier, hand-written loop with the same settings. The latents z_0 are those of the frozen autoencoder on all 50 augmented copies of every training face.
 
 (c) FLAIR's calibration: the velocity error L(t) on 100 points of [0, 1] (training faces) and the weight curve
     w ∝ 1/L, in `<out>/calibration.safetensors` (read by `FlowPrior.from_pretrained`).
@@ -37,11 +39,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-from train_ddpm_faces import SHIFT, augment, fit, mosaic, save_atomically  # noqa: E402
 
-from imaging.data import load_faces  # noqa: E402
-from imaging.plotting import save_figure  # noqa: E402
+from imaging.data import PatchDataset, load_faces, save_folder_atomically  # noqa: E402
+from imaging.learning import Trainer  # noqa: E402
+from imaging.learning.flow_training import (AutoencoderLoss, AutoencoderNoise, FlowNoise, PosteriorSample,  # noqa: E402
+                                            VelocityLoss)
+from imaging.plotting import mosaic, save_figure  # noqa: E402
 from imaging.priors import FlowPrior  # noqa: E402
 from imaging.solvers.flair import calibrated_weights, flow_velocity_error  # noqa: E402
 
@@ -49,6 +52,7 @@ SIZE = 32
 LATENT_CHANNELS = 8  # default of --latent-channels
 LATENT_SIZE = 8
 TIMESTEP_SCALE = 1000.0
+SHIFT = 2  # pixels, augmentation
 
 
 def build_autoencoder(latent_channels: int = LATENT_CHANNELS) -> AutoencoderKL:
@@ -98,83 +102,50 @@ def reconstruct(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     return vae.decode(encode_mean(vae, images)).sample
 
 
-def train_autoencoder(train_faces: torch.Tensor, args: argparse.Namespace,
-                      generator: torch.Generator) -> tuple[AutoencoderKL, float, float]:
-    """Train the autoencoder on augmented faces; returns (EMA autoencoder, final loss, training time in s)."""
+def train_autoencoder(train_faces: torch.Tensor, args: argparse.Namespace) -> tuple[AutoencoderKL, float, float]:
+    """Train the autoencoder on augmented faces (in [-1, 1]); returns (EMA autoencoder, final loss, time in s)."""
     vae = build_autoencoder(args.latent_channels)
     print(f"AutoencoderKL: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
-
-    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
-        indices = torch.randint(0, len(train_faces), (args.ae_batch,), generator=generator)
-        images = augment(train_faces[indices], generator)
-        posterior = vae.encode(images).latent_dist
-        latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
-        reconstruction_loss = (vae.decode(latents).sample - images).pow(2).mean()
-        return reconstruction_loss + args.kl_weight * posterior.kl().mean(), reconstruction_loss
-
-    ema_vae, loss, seconds = fit(vae, batch_loss, steps=args.ae_steps, lr=args.ae_lr, warmup=args.warmup,
-                                 ema_decay=args.ema_decay, desc="autoencoder", metric="mse", digits=5)
-    return ema_vae.eval(), loss, seconds
+    padded = F.pad((train_faces + 1) / 2, (SHIFT,) * 4, mode="reflect")  # random shifts of ±SHIFT px
+    data = PatchDataset(list(padded), SIZE, augment="flip", seed=args.seed, length=10 ** 9,
+                        transform=AutoencoderNoise((args.latent_channels, LATENT_SIZE, LATENT_SIZE)))
+    trainer = Trainer(PosteriorSample(vae), AutoencoderLoss(args.kl_weight), data, batch_size=args.ae_batch,
+                      steps=args.ae_steps, lr=args.ae_lr, warmup=args.warmup, ema_decay=args.ema_decay,
+                      seed=args.seed, output_dir=Path(args.run) / "autoencoder", progress=True)
+    result = trainer.fit()
+    return trainer.ema_model().vae, result.loss, result.seconds
 
 
 def flow_loss(transformer: SD3Transformer2DModel, z0: torch.Tensor, t: torch.Tensor,
               noise: torch.Tensor) -> torch.Tensor:
     """Per-sample rectified-flow loss (B,): ‖v_θ(z_t, t) − (ε − z0)‖² / dim with z_t = (1 − t) z0 + t ε."""
-    batch = len(z0)
-    t_ = t.view(-1, 1, 1, 1)
-    z_t = (1 - t_) * z0 + t_ * noise
-    velocity = transformer(hidden_states=z_t, timestep=TIMESTEP_SCALE * t,
-                           encoder_hidden_states=torch.zeros(batch, 1, transformer.config.joint_attention_dim),
-                           pooled_projections=torch.zeros(batch, transformer.config.pooled_projection_dim)).sample
-    return (velocity - (noise - z0)).pow(2).mean(dim=(1, 2, 3))
+    return VelocityLoss(TIMESTEP_SCALE, reduction="none")(transformer, {"clean": z0, "t": t, "noise": noise})
 
 
 @torch.no_grad()
 def mean_flow_loss_over_t(transformer: SD3Transformer2DModel, z0: torch.Tensor, num_t: int = 50, seed: int = 1234,
                           batch: int = 500) -> float:
     """Flow loss averaged over the latents z0 and num_t evenly spread t = (i + 1/2)/num_t, seeded noise."""
-    transformer.eval()
     t = ((torch.arange(num_t) + 0.5) / num_t).repeat_interleave(len(z0))
     latents = z0.repeat(num_t, 1, 1, 1)
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
     losses = [flow_loss(transformer, latents[i:i + batch], t[i:i + batch], noise[i:i + batch])
               for i in range(0, len(latents), batch)]
-    transformer.train()
     return torch.cat(losses).mean().item()
 
 
-@torch.no_grad()
-def euler_sample(transformer: SD3Transformer2DModel, count: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
-    """count latents (count, 4, 8, 8) by Euler steps of dz/dt = v from t = 1 (noise) to 0: z ← z − Δt · v."""
-    transformer.eval()
-    channels = transformer.config.in_channels
-    z = torch.randn((count, channels, LATENT_SIZE, LATENT_SIZE), generator=torch.Generator().manual_seed(seed))
-    times = torch.linspace(1, 0, steps + 1)
-    for t, t_next in zip(times[:-1], times[1:]):
-        velocity = transformer(hidden_states=z, timestep=torch.full((count,), TIMESTEP_SCALE * t.item()),
-                               encoder_hidden_states=torch.zeros(count, 1, transformer.config.joint_attention_dim),
-                               pooled_projections=torch.zeros(count, transformer.config.pooled_projection_dim)).sample
-        z = z - (t - t_next).item() * velocity
-    transformer.train()
-    return z
-
-
-def train_flow(latents: torch.Tensor, args: argparse.Namespace,
-               generator: torch.Generator) -> tuple[SD3Transformer2DModel, float, float]:
-    """Train the velocity model on scaled latents (N, 4, 8, 8); returns (EMA transformer, final loss, time in s)."""
+def train_flow(latents: torch.Tensor, args: argparse.Namespace) -> tuple[SD3Transformer2DModel, float, float]:
+    """Train the velocity model on scaled latents (N, C, 8, 8); returns (EMA transformer, final loss, time in s)."""
     transformer = build_transformer(args.latent_channels)
     print(f"SD3Transformer2DModel: {sum(p.numel() for p in transformer.parameters()) / 1e6:.2f} M parameters; "
           f"{len(latents)} training latents")
-
-    def batch_loss() -> tuple[torch.Tensor, torch.Tensor]:
-        z0 = latents[torch.randint(0, len(latents), (args.flow_batch,), generator=generator)]
-        t = torch.sigmoid(torch.randn(args.flow_batch, generator=generator))  # logit-normal(0, 1)
-        noise = torch.randn(z0.shape, generator=generator)
-        loss = flow_loss(transformer, z0, t, noise).mean()
-        return loss, loss
-
-    return fit(transformer, batch_loss, steps=args.flow_steps, lr=args.flow_lr, warmup=args.warmup,
-               ema_decay=args.ema_decay, desc="flow")
+    data = PatchDataset(list(latents), LATENT_SIZE, augment=False, seed=args.seed, length=10 ** 9,
+                        transform=FlowNoise())
+    trainer = Trainer(transformer, VelocityLoss(TIMESTEP_SCALE), data, batch_size=args.flow_batch,
+                      steps=args.flow_steps, lr=args.flow_lr, warmup=args.warmup, ema_decay=args.ema_decay,
+                      seed=args.seed, output_dir=Path(args.run) / "flow", progress=True)
+    result = trainer.fit()
+    return trainer.ema_model(), result.loss, result.seconds
 
 
 def main() -> None:
@@ -194,18 +165,18 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="data/flow_faces32", help="folder to write (transformer/ and vae/)")
+    parser.add_argument("--run", default="runs/flow_faces32", help="checkpoints and logs (resumable)")
     parser.add_argument("--figure", default="out/train_flow_faces.png")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
 
     train_faces = load_faces("train", SIZE) * 2 - 1
     test_faces = load_faces("test", SIZE) * 2 - 1
     print(f"{len(train_faces)} training faces, {len(test_faces)} held out")
 
-    vae, ae_loss, ae_time = train_autoencoder(train_faces, args, generator)
+    vae, ae_loss, ae_time = train_autoencoder(train_faces, args)
     test_reconstructions = reconstruct(vae, test_faces)
     ae_psnr_test = psnr_01(test_reconstructions, test_faces)
     ae_psnr_train = psnr_01(reconstruct(vae, train_faces), train_faces)
@@ -219,13 +190,13 @@ def main() -> None:
     latents = (raw_latents - shift) * scale
     print(f"latent shift_factor {shift:.4f}, scaling_factor {scale:.4f} (from {len(raw_latents)} augmented faces)")
 
-    transformer, flow_final_loss, flow_time = train_flow(latents, args, generator)
+    transformer, flow_final_loss, flow_time = train_flow(latents, args)
     train_latents = (encode_mean(vae, train_faces) - shift) * scale
     test_latents = (encode_mean(vae, test_faces) - shift) * scale
     flow_train = mean_flow_loss_over_t(transformer, train_latents)
     flow_held_out = mean_flow_loss_over_t(transformer, test_latents)
     print(f"flow: {args.flow_steps} steps (batch {args.flow_batch}) in {flow_time:.0f} s "
-          f"({flow_time / args.flow_steps:.3f} s/step); final training loss (mean of the last 100 steps, logit-normal "
+          f"({flow_time / args.flow_steps:.3f} s/step); final training loss (last logged window, logit-normal "
           f"t) {flow_final_loss:.4f}")
     print(f"EMA flow loss averaged over 50 uniform t: training faces {flow_train:.4f}, held-out faces "
           f"{flow_held_out:.4f} (ratio {flow_held_out / flow_train:.3f})")
@@ -243,7 +214,7 @@ def main() -> None:
     results = {"ae_final_mse": ae_loss, "ae_psnr_train_db": ae_psnr_train, "ae_psnr_held_out_db": ae_psnr_test,
                "ae_time_s": ae_time, "flow_final_loss": flow_final_loss, "flow_loss_train": flow_train,
                "flow_loss_held_out": flow_held_out, "flow_time_s": flow_time}
-    settings = {key: value for key, value in vars(args).items() if key not in ("threads", "figure", "out")}
+    settings = {key: value for key, value in vars(args).items() if key not in ("threads", "figure", "out", "run")}
 
     def write(folder: Path) -> None:
         transformer.save_pretrained(folder / "transformer", safe_serialization=True)
@@ -257,12 +228,10 @@ def main() -> None:
             {"script": "examples/train_flow_faces.py", "data": "imaging.data.load_faces('train', 32), faces 0..79",
              "settings": settings, "results": results}, indent=2) + "\n")
 
-    save_atomically(args.out, write)
+    save_folder_atomically(args.out, write)
     print(f"saved {args.out}/transformer, vae and scheduler")
 
-    with torch.no_grad():
-        samples = vae.decode(euler_sample(transformer, 16, steps=50, seed=args.seed) / scale + shift).sample
-    samples = ((samples + 1) / 2).clamp(0, 1)
+    samples = prior.sample(16, steps=50, seed=args.seed).clamp(0, 1)  # Euler on the scheduler's grid, decoded
     train_01 = (train_faces + 1) / 2
     distances = torch.cdist(samples.flatten(1), train_01.flatten(1))
     nearest = train_01[distances.argmin(dim=1)]

@@ -195,7 +195,8 @@ class PatchDataset(torch.utils.data.Dataset):
     Item `i` of the dataset is a dict, a deterministic function of (seed, i) (so a run is reproducible, resumes
     exactly and splits across processes without repeating patches):
       - "clean": a random `patch_size`² crop (C, p, p) of an image picked with probability proportional to its
-        area, randomly rotated by a multiple of 90° and flipped when `augment` is True;
+        area, randomly rotated by a multiple of 90° and flipped when `augment` is True (only flipped left-right
+        with `augment="flip"`, for pictures with an up, such as faces);
       - with `sigma` (a number, or a range (σ_min, σ_max) drawn uniformly per item): "sigma" (a 0-d tensor) and
         "noisy" = clean + σ·n, n ~ N(0, 1);
       - `transform(item, generator)` may add more per-item randomness (e.g. diffusion timesteps) from the item's
@@ -204,7 +205,7 @@ class PatchDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, images, patch_size: int, *, sigma: float | tuple[float, float] | None = None,
-                 augment: bool = True, length: int = 100_000, seed: int = 0, channels: int | None = 1,
+                 augment: bool | str = True, length: int = 100_000, seed: int = 0, channels: int | None = 1,
                  transform=None) -> None:
         if isinstance(images, (str, bytes)) or hasattr(images, "__fspath__"):
             images = load_folder(images, channels)
@@ -225,8 +226,10 @@ class PatchDataset(torch.utils.data.Dataset):
             sigma = (low, high)
         if int(length) < 1:
             raise ValueError(f"PatchDataset: argument 'length' must be positive, got {length}")
+        if augment not in (True, False, "flip"):
+            raise ValueError(f"PatchDataset: argument 'augment' must be True, False or 'flip', got {augment!r}")
         self.images = [im.float().contiguous() for im in images]
-        self.patch_size, self.sigma, self.augment = int(patch_size), sigma, bool(augment)
+        self.patch_size, self.sigma, self.augment = int(patch_size), sigma, augment
         self.length, self.seed, self.transform = int(length), int(seed), transform
         self._areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in self.images])
 
@@ -242,10 +245,10 @@ class PatchDataset(torch.utils.data.Dataset):
         i = int(torch.randint(image.shape[-2] - p + 1, (1,), generator=generator))
         j = int(torch.randint(image.shape[-1] - p + 1, (1,), generator=generator))
         crop = image[:, i:i + p, j:j + p]
-        if self.augment:
+        if self.augment is True:
             crop = torch.rot90(crop, int(torch.randint(4, (1,), generator=generator)), dims=(-2, -1))
-            if bool(torch.randint(2, (1,), generator=generator)):
-                crop = crop.flip(-1)
+        if self.augment and bool(torch.randint(2, (1,), generator=generator)):
+            crop = crop.flip(-1)
         item = {"clean": crop.contiguous()}
         if self.sigma is not None:
             low, high = self.sigma

@@ -33,3 +33,15 @@ def to_display(image: torch.Tensor):
     if image.dim() == 3:
         image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
     return image.clamp(0, 1).double().numpy()
+
+
+def mosaic(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """(N, 1, H, W) images -> one (rows·(H+1) − 1, columns·(W+1) − 1) image on a white background, 1-px gaps."""
+    count, _, height, width = images.shape
+    rows = -(-count // columns)
+    canvas = torch.ones(rows * (height + 1) - 1, columns * (width + 1) - 1, dtype=images.dtype)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        canvas[row * (height + 1):row * (height + 1) + height,
+               column * (width + 1):column * (width + 1) + width] = image[0]
+    return canvas
