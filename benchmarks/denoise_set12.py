@@ -10,7 +10,7 @@ Noise: y = x + (σ/255)·n, n ~ N(0, 1) seeded per image (seed = image index), t
   timestep (no per-image or per-σ tuning).
 Images are never used in training (Set12 is the validation set; the shipped priors train on train400).
 Prints a Markdown table of mean PSNR (dB) / SSIM with the published numbers, the seconds per image, and writes
-JSON to out/denoise_set12.json.
+JSON to out/denoise_set12.json. Peak memory: the largest growth of the process's resident set during one call.
 Run: `python benchmarks/denoise_set12.py [--data ../shared/datasets/set12] [--sigmas 15 25 50] [--images N]
 [--methods tv bm3d foe lpn ddpm] [--threads 1]`.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _timing import PeakMemory
 from imaging.data import image_files, read_image
 from imaging.metrics import psnr, ssim
 
@@ -111,7 +112,7 @@ def main() -> None:
     results: dict = {}
     for sigma255 in args.sigmas:
         methods = make_methods(args.methods, sigma255)
-        rows = {"noisy": [[], [], 0.0], **{name: [[], [], 0.0] for name in methods}}
+        rows = {"noisy": [[], [], 0.0, 0], **{name: [[], [], 0.0, 0] for name in methods}}
         for index, clean in enumerate(images):
             noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(index))
             noisy = clean + sigma255 / 255 * noise
@@ -119,17 +120,21 @@ def main() -> None:
             rows["noisy"][1].append(float(ssim(noisy.clamp(0, 1), clean)))
             for name, method in methods.items():
                 start = time.perf_counter()
-                x = method(noisy, clean)
+                with PeakMemory("cpu") as memory:
+                    x = method(noisy, clean)
                 rows[name][2] += time.perf_counter() - start
+                rows[name][3] = max(rows[name][3], memory.bytes)
                 rows[name][0].append(float(psnr(x.float(), clean)))
                 rows[name][1].append(float(ssim(x.float(), clean)))
         results[sigma255] = {name: {"psnr": float(np.mean(p)), "ssim": float(np.mean(s)), "psnr_per_image": p,
-                                    "seconds_per_image": t / len(images)} for name, (p, s, t) in rows.items()}
+                                    "seconds_per_image": t / len(images), "peak_mib": m / 2 ** 20}
+                             for name, (p, s, t, m) in rows.items()}
         print(f"\nσ = {sigma255}: mean over {len(images)} images (published Set12 means: "
               + ", ".join(f"{k} {v}" for k, v in PUBLISHED[sigma255].items()) + ")")
-        print("| method | PSNR (dB) | SSIM | s / image |\n|---|---|---|---|")
+        print("| method | PSNR (dB) | SSIM | s / image | peak extra MiB |\n|---|---|---|---|---|")
         for name, row in results[sigma255].items():
-            print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['seconds_per_image']:.2f} |")
+            print(f"| {name} | {row['psnr']:.2f} | {row['ssim']:.3f} | {row['seconds_per_image']:.2f} | "
+                  f"{row['peak_mib']:.0f} |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"data": str(args.data), "threads": torch.get_num_threads(),
                                            "results": results}, indent=1))

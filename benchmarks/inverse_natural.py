@@ -11,7 +11,7 @@ Methods:
 - PnP-ADMM with `pretrained_lpn("natural")`.
 Each method has ONE setting (SETTINGS) for all tasks, chosen by `--tune` on crops of training images
 (train400), never on these pictures. Prints PSNR / SSIM / seconds per image per task and method, and the mean gain
-over TV; writes out/inverse_natural.json.
+over TV, and the peak extra memory of each method; writes out/inverse_natural.json.
 Run: `python benchmarks/inverse_natural.py [--size 128] [--images 15] [--steps 100] [--tasks ...]`;
 `python benchmarks/inverse_natural.py --tune --data ../shared/datasets/train400` prints the grid that chose SETTINGS.
 """
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import imaging
+from _timing import PeakMemory
 from imaging.data import PatchDataset, image_files, load_image, read_image
 from imaging.metrics import psnr, ssim
 from imaging.operators import (Blur, Downsampling, GaussianNoise, Inpainting, LinearOperator,
@@ -116,15 +117,19 @@ def measure(truth: torch.Tensor, tasks, runs: dict, settings: dict, with_tv: boo
         rows = {}
         if with_tv:
             start = time.perf_counter()
-            x, lam = tv_oracle(A, y, truth)
-            rows["TV (oracle λ)"] = (x, time.perf_counter() - start, {"lam": lam})
+            with PeakMemory("cpu") as memory:
+                x, lam = tv_oracle(A, y, truth)
+            rows["TV (oracle λ)"] = (x, time.perf_counter() - start, {"lam": lam}, memory.bytes)
         for name, run in runs.items():
             start = time.perf_counter()
-            rows[name] = (run(A, y, **settings[name]), time.perf_counter() - start, settings[name])
+            with PeakMemory("cpu") as memory:
+                x = run(A, y, **settings[name])
+            rows[name] = (x, time.perf_counter() - start, settings[name], memory.bytes)
         table[task] = {name: {"psnr": float(psnr(x.clamp(0, 1), truth).mean()),
                               "ssim": float(ssim(x.clamp(0, 1), truth).mean()),
-                              "seconds_per_image": seconds / len(truth), "setting": setting}
-                       for name, (x, seconds, setting) in rows.items()}
+                              "seconds_per_image": seconds / len(truth), "peak_mib": peak / 2 ** 20,
+                              "setting": setting}
+                       for name, (x, seconds, setting, peak) in rows.items()}
     return table
 
 
@@ -162,6 +167,8 @@ def main() -> None:
     for task, row in table.items():
         print(f"| {task} | " + " | ".join(f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds_per_image']:.1f} s"
                                           for r in row.values()) + " |")
+    print("peak extra MiB (whole batch): " + ", ".join(
+        f"{name} {max(table[t][name]['peak_mib'] for t in args.tasks):.0f}" for name in table[args.tasks[0]]))
     for name in runs:
         gains = [table[t][name]["psnr"] - table[t]["TV (oracle λ)"]["psnr"] for t in args.tasks]
         print(f"{name}: {np.mean(gains):+.2f} dB over TV (oracle) on average, min {min(gains):+.2f}")
