@@ -214,3 +214,23 @@ def test_warm_start_continues_the_schedule():
     assert continued.fit().resumed_from == 6
     with pytest.raises(ValueError, match="step"):
         continued.warm_start(weights, 13)
+
+
+def test_bf16_autocast_keeps_float32_weights():
+    """mixed_precision="bf16" (what "auto" picks on CUDA) runs the forward in bfloat16 and keeps float32 weights and
+    AdamW moments; checked here on the CPU."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Softplus(),
+                                torch.nn.Conv2d(4, 1, 3, padding=1))
+    seen = []
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+
+    def loss(net, batch):  # accelerate hands the output back in float32
+        return (net(batch["noisy"]) - batch["clean"]).pow(2).mean()
+
+    t = Trainer(model, loss, PatchDataset(tiny_images(), 8, sigma=0.1), batch_size=4, steps=3, cpu=True,
+                mixed_precision="bf16")
+    t.fit()
+    assert seen == [torch.bfloat16] * 3
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+    assert all(v.dtype == torch.float32 for k, v in t.state_tensors().items() if "exp_avg" in k)

@@ -1,5 +1,5 @@
-"""Learning regularisation parameters from data: lower-level solvers with certified accuracy (and, to come, the
-bilevel method MAID)."""
+"""Learning from data: the training engine of the learned priors (`Trainer`, on accelerate and diffusers' schedules
+and EMA), and bilevel learning of regularisation parameters (MAID, HOAG, certified lower-level solvers)."""
 from imaging.learning.maid import BilevelProblem, BilevelResult, hoag, hypergradient, maid, solve_lower
 from imaging.learning.trainer import Trainer, TrainingResult
 from imaging.learning.lower_level import LowerLevelResult, RegularisedLeastSquares, accelerated_gradient
