@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not slow"
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 
-.PHONY: demo test setup build bench bench-peers gpu-check clean
+.PHONY: demo test setup build bench bench-peers gpu-check gpu-train-stage clean
 
 demo: build
 	$(PY) examples/reconstruct.py
@@ -63,6 +63,13 @@ bench-peers: .venv-deepinv/bin/python bench
 # On a GPU machine: build with CUDA, run the CUDA tests and benchmarks, results in $${OUT:-gpu-results}/.
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# Before training on a GPU machine (scripts/gpu_train.sh): stage the training images and the pure-Python wheels it lacks.
+gpu-train-stage:
+	mkdir -p .gpu-data .gpu-wheels
+	cp -r ../shared/datasets/train400 .gpu-data/
+	$(PY) -m pip download -q --no-deps -d .gpu-wheels diffusers accelerate tqdm importlib_metadata
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu-wheels safetensors psutil pyyaml regex
 
 clean:
 	rm -rf build imaging/_C*.so *.egg-info out
