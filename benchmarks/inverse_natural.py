@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=15)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(SETTINGS), help=f"some of {list(SETTINGS)}")
+    parser.add_argument("--no-tv", action="store_true", help="leave out the TV baseline")
     parser.add_argument("--tune", action="store_true", help="grid-search SETTINGS on training crops")
     parser.add_argument("--data", default=str(SHARED / "train400"))
     parser.add_argument("--threads", type=int, default=None)
@@ -146,11 +148,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    runs = methods(args.steps)
+    runs = {name: run for name, run in methods(args.steps).items() if name in args.methods}
     if args.tune:
         crops = tuning_crops(args.data, args.size, args.images)
         print(f"tuning on {len(crops)} crops of {args.data}, mean PSNR over the tasks {args.tasks}")
-        for name, grid in GRIDS.items():
+        for name, grid in ((name, GRIDS[name]) for name in runs):
             scores = {}
             for values in itertools.product(*grid.values()):
                 setting = dict(zip(grid, values))
@@ -162,14 +164,14 @@ def main() -> None:
     truth = held_out(args.size, args.images)
     print(f"{len(truth)} held-out pictures {args.size}², noise {NOISE}, {args.steps} steps; torch threads "
           f"{torch.get_num_threads()}")
-    table = measure(truth, args.tasks, runs, SETTINGS)
+    table = measure(truth, args.tasks, runs, SETTINGS, with_tv=not args.no_tv)
     print("| task | " + " | ".join(table[args.tasks[0]]) + " |\n|---|" + "---|" * len(table[args.tasks[0]]))
     for task, row in table.items():
         print(f"| {task} | " + " | ".join(f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['seconds_per_image']:.1f} s"
                                           for r in row.values()) + " |")
     print("peak extra MiB (whole batch): " + ", ".join(
         f"{name} {max(table[t][name]['peak_mib'] for t in args.tasks):.0f}" for name in table[args.tasks[0]]))
-    for name in runs:
+    for name in runs if not args.no_tv else []:
         gains = [table[t][name]["psnr"] - table[t]["TV (oracle λ)"]["psnr"] for t in args.tasks]
         print(f"{name}: {np.mean(gains):+.2f} dB over TV (oracle) on average, min {min(gains):+.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
