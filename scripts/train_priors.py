@@ -86,6 +86,26 @@ def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) 
     save_folder_atomically(folder, write)
 
 
+def plot_curve(prior: str, run: Path, figure_path: str) -> None:
+    """The training loss (log.jsonl) against steps; the title gives the steps and the training time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from imaging.plotting import save_figure
+
+    log = [json.loads(line) for line in (run / LOG).read_text().splitlines() if line.strip()]
+    steps, losses = [e["step"] for e in log], [e["loss"] for e in log]
+    figure, axis = plt.subplots(figsize=(6, 3.2), layout="constrained")
+    axis.plot(steps, losses, lw=0.8)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss (mean of each logged window)")
+    axis.set_yscale("log")
+    axis.set_title(f"{prior}: {steps[-1]} steps, {log[-1]['seconds'] / 3600:.2f} h on the CPU")
+    print(f"-> {save_figure(figure, figure_path)}")
+
+
 def exported_weights(prior: str, path: Path) -> tuple[dict, int]:
     """(state dict in float32, step) of an exported prior."""
     from safetensors import safe_open
@@ -110,6 +130,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=None, help="stop this chunk after so many hours")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--export", metavar="FOLDER", help="write the EMA weights of the run to FOLDER and exit")
+    parser.add_argument("--curves", metavar="FIGURE", help="plot the loss curve of the run (log.jsonl) and exit")
     parser.add_argument("--init", metavar="EXPORTED",
                         help="a run folder without a checkpoint starts from these exported weights and their step "
                              "(e.g. data/ddpm_natural, data/lpn_natural.safetensors): how a run continues in a "
@@ -120,6 +141,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     settings = SETTINGS[args.prior]
     run = Path(args.run or f"runs/{args.prior}")
+    if args.curves:
+        plot_curve(args.prior, run, args.curves)
+        return
     if args.export is None and args.data is None:
         parser.error("--data is required to train")
     torch.manual_seed(settings["seed"])
