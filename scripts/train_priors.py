@@ -31,9 +31,10 @@ SETTINGS = {
              "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0,
              "unet": {"block_out_channels": [32, 64, 128], "layers_per_block": 1, "norm_num_groups": 8}},
     # pretrained_lpn("natural"): multi-scale convolutional LPN (226 k parameters), 40×40 crops, noise σ ~ U[0.08,
-    # 0.12] (around 25/255), L1 pre-training for half the steps, then proximal matching with γ = 8, 4, 2, 1 × γ_min
-    # (γ_min = 0.08·√(40²), the paper's), core weights clipped to ≥ 0 after every step.
-    "lpn": {"patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200, "weight_decay": 0.0,
+    # 0.12] (around 25/255), L1 for the first half of the steps, then L2: the network is then the prox of the prior
+    # whose prox is the MMSE denoiser (the best PSNR, what plug-and-play wants); `proximal_matching_schedule` would
+    # aim at the MAP denoiser of the data's own prior instead. Core weights clipped to ≥ 0 after every step.
+    "lpn": {"losses": ["l1", "l2"],"patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200, "weight_decay": 0.0,
             "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0, "sigma": [0.08, 0.12],
             "network": {"hidden": 64, "depth": 7, "pools": [False, False, True, False, True, False]}},
 }
@@ -53,12 +54,15 @@ def build(prior: str, data: str | None, settings: dict):
             transform=DiffusionNoise(scheduler.config.num_train_timesteps), length=10 ** 9)
         return model, EpsilonLoss(scheduler), dataset, None, scheduler
     if prior == "lpn":
-        from imaging.learning.lpn_training import StagedLoss, default_gamma_min, proximal_matching_schedule
+        from imaging.learning.lpn_training import Stage, StagedLoss, l1_loss, l2_loss
         from imaging.priors.lpn import LPNConv
 
         model = LPNConv(**settings["network"])
-        patch = settings["patch_size"]
-        schedule = proximal_matching_schedule(settings["steps"], default_gamma_min((1, patch, patch)))
+        patch, steps = settings["patch_size"], settings["steps"]
+        losses = {"l1": l1_loss, "l2": l2_loss}
+        count = len(settings["losses"])  # equal stages; the Trainer's cosine schedule sets the rate
+        schedule = [Stage(steps // count + (k < steps % count), losses[name], settings["lr"])
+                    for k, name in enumerate(settings["losses"])]
         dataset = None if data is None else PatchDataset(data, patch, sigma=tuple(settings["sigma"]),
                                                          seed=settings["seed"], length=10 ** 9)
         return model, StagedLoss(schedule), dataset, LPNConv.clip_weights, None
