@@ -160,7 +160,9 @@ def read_image(path: str, channels: int | None = 1, dtype: torch.dtype = torch.f
     if array.ndim != 3:
         raise ValueError(f"read_image: {str(path)!r} has shape {array.shape}, expected (H, W), (H, W, 3) or (C, H, W)")
     if channels == 1 and array.shape[0] == 3:
-        array = (0.2125 * array[0] + 0.7154 * array[1] + 0.0721 * array[2])[None]  # scikit-image's rgb2gray weights
+        import skimage.color
+
+        array = skimage.color.rgb2gray(np.moveaxis(array, 0, -1))[None]
     elif channels == 3 and array.shape[0] == 1:
         array = np.repeat(array, 3, axis=0)
     elif channels not in (None, 1, 3) or (channels is not None and array.shape[0] != channels):
