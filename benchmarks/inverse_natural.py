@@ -39,8 +39,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASKS = ("deblur", "sr4", "inpaint50", "cs30", "custom")
 TV_GRID = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 1.28e-2, 2.56e-2)
 # One setting per method, for every task (noise 0.01), from `--tune` on train400 crops.
-SETTINGS = {"RED-Diff": {"lr": 0.1, "lam": 0.25}, "FLAIR-DDPM": {"regularisation": 0.1},
-            "PnP-LPN": {"rho": 0.05}}
+SETTINGS = {"RED-Diff": {"lr": 0.5, "lam": 0.1}, "FLAIR-DDPM": {"regularisation": 0.1},
+            "PnP-LPN": {"rho": 0.005}}
 GRIDS = {"RED-Diff": {"lr": [0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5]},
          "FLAIR-DDPM": {"regularisation": [0.02, 0.05, 0.1, 0.2, 0.5]},
          "PnP-LPN": {"rho": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]}}

@@ -28,7 +28,7 @@ from imaging.priors import DiffusionPrior, FlowPrior, pretrained_lpn  # noqa: E4
 from imaging.solvers import Flair, PnPADMM, RedDiff  # noqa: E402
 
 NOISE = 0.01
-SETTINGS = {"RED-Diff": {"lr": 0.1, "lam": 0.25}, "FLAIR": {"regularisation": 0.1}, "PnP-LPN": {"rho": 0.05}}
+SETTINGS = {"RED-Diff": {"lr": 0.5, "lam": 0.1}, "FLAIR": {"regularisation": 0.1}, "PnP-LPN": {"rho": 0.005}}
 TV_GRID = (2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 
 
