@@ -163,7 +163,9 @@ def test_red_diff_with_diffusers_unet_from_a_local_folder(tmp_path, scheduler):
     unet.save_pretrained(tmp_path / "unet")
     scheduler.save_pretrained(tmp_path / "scheduler")
     prior = DiffusionPrior.from_pretrained(tmp_path)
-    assert prior.image_shape == (1, 8, 8) and prior.num_timesteps == 1000
+    # no attention blocks: fully convolutional, only the channels and the down-sampling are fixed
+    assert prior.image_shape is None and (prior.channels, prior.size_multiple) == (1, 2)
+    assert prior.num_timesteps == 1000
     x = faces()
     op = Crop()
     y = op(x)
@@ -244,7 +246,7 @@ def test_flair_custom_operator_pixel_space_flow_and_unet_velocity():
 
 
 def test_bad_input_gives_clear_errors(scheduler, tmp_path):
-    prior = DiffusionPrior(tiny_unet(), scheduler)
+    prior = DiffusionPrior(tiny_unet(), scheduler, image_shape=(1, 8, 8))  # a fixed size, declared
     op = Inpainting(torch.ones(1, 1, 16, 16))
     x = torch.rand(1, 1, 16, 16)
     with pytest.raises(ValueError, match=r"expects \(1, 8, 8\)"):
