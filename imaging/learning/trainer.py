@@ -131,6 +131,11 @@ class Trainer:
                              f"{mixed_precision!r}")
         if mixed_precision == "auto":
             mixed_precision = "bf16" if torch.cuda.is_available() and not cpu else "no"
+        from accelerate.state import AcceleratorState
+
+        # accelerate keeps one state per process: let a later Trainer choose its own precision (the distributed
+        # set-up, accelerate's PartialState, is kept)
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
         world = self.accelerator.num_processes
         if batch_size % world:
