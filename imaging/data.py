@@ -98,10 +98,9 @@ def load_digits(split: str = "train") -> torch.Tensor:
     return images[:, None].contiguous()
 
 
-def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
-    """Write tensors (stored as float32) to a safetensors file atomically (temporary file, then rename), with the
-    JSON-encoded `settings` as metadata; the file is readable by everyone."""
-    import json
+def save_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors (as they are) to a safetensors file atomically (temporary file in the same folder, then
+    rename), readable by everyone; a failure leaves an existing file untouched."""
     import os
     import tempfile
 
@@ -112,13 +111,20 @@ def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) ->
     handle, temporary = tempfile.mkstemp(dir=folder, suffix=".safetensors.tmp")
     os.close(handle)
     try:
-        save_file({name: t.detach().float().contiguous() for name, t in tensors.items()}, temporary,
-                  metadata={"settings": json.dumps(settings)})
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, temporary, metadata=metadata)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) -> None:
+    """Write tensors (stored as float32) to a safetensors file atomically, with the JSON-encoded `settings` as
+    metadata."""
+    import json
+
+    save_safetensors({name: t.float() for name, t in tensors.items()}, path, {"settings": json.dumps(settings)})
 
 
 # --- image folders ------------------------------------------------------------------------------------------------

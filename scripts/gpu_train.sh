@@ -31,6 +31,6 @@ for prior in ${GPU_TRAIN_PRIORS:-ddpm lpn}; do
     > "$RESULTS/train_$prior.log" 2>&1 || status=1
   "$PY" scripts/train_priors.py "$prior" --run "$run" --export "$RESULTS/$(basename "$shipped")" \
     >> "$RESULTS/train_$prior.log" 2>&1 || status=1
-  rm -f "$run"/.checkpoint*.tmp
+  rm -f "$run"/*.safetensors.tmp
 done
 exit $status

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from imaging.data import save_safetensors
 
 logger = logging.getLogger("imaging")
 
@@ -60,21 +61,6 @@ class TrainingResult:
 
 def _collate(items: list[dict]) -> dict:
     return {key: torch.stack([torch.as_tensor(item[key]) for item in items]) for key in items[0]}
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, temporary, metadata=metadata)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 class Trainer:
@@ -202,7 +188,7 @@ class Trainer:
                         "param_groups": json.dumps(optimizer_state["param_groups"]),
                         "ema": json.dumps({k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"})
                         if self.ema is not None else "null"}
-            _atomic_save(self.state_tensors(), self.checkpoint_path, metadata)
+            save_safetensors(self.state_tensors(), self.checkpoint_path, metadata)
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, path: str | os.PathLike) -> int:
