@@ -5,7 +5,8 @@ Layers (data flows down): compiled ops (`imaging.ops`), forward operators (`imag
 """
 from imaging import _ext, ops  # noqa: F401  (loads the compiled ops and registers their autograd/fake kernels)
 from imaging import operators, priors, solvers, testing  # noqa: F401
+from imaging.operators import estimate_noise  # noqa: F401
 from imaging.priors import tv_denoise  # noqa: F401
-from imaging.solvers import least_squares, tv_reconstruct  # noqa: F401
+from imaging.solvers import SURE, ConvergenceWarning, Discrepancy, least_squares, tv_reconstruct  # noqa: F401
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ from imaging.operators.base import FunctionOperator, Identity, LinearOperator, O
 from imaging.operators.blur import Blur, Downsampling, box_kernel, gaussian_kernel, motion_kernel
 from imaging.operators.fourier import MRI, cartesian_mask
 from imaging.operators.gradient import FiniteDifference
-from imaging.operators.noise import GaussianNoise, PoissonNoise
+from imaging.operators.noise import GaussianNoise, PoissonNoise, estimate_noise
 from imaging.operators.sampling import CompressedSensing, Inpainting, StructuredCompressedSensing, dct_matrix
 from imaging.operators.tomography import Radon
 
@@ -23,5 +23,5 @@ __all__ = [
     "Operator", "LinearOperator", "FunctionOperator", "Identity", "check_input",
     "Blur", "Downsampling", "gaussian_kernel", "box_kernel", "motion_kernel",
     "Inpainting", "CompressedSensing", "StructuredCompressedSensing", "dct_matrix",
-    "MRI", "cartesian_mask", "Radon", "FiniteDifference", "GaussianNoise", "PoissonNoise",
+    "MRI", "cartesian_mask", "Radon", "FiniteDifference", "GaussianNoise", "PoissonNoise", "estimate_noise",
 ]

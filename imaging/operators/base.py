@@ -212,7 +212,8 @@ class LinearOperator(Operator):
         return self.__dict__["_norms"]
 
     def pinv(self, y: torch.Tensor, **cg_options) -> torch.Tensor:
-        """Least-squares solution of A x = y (minimum norm from x0 = 0) by conjugate gradient on A^H A x = A^H y."""
+        """Least-squares solution of A x = y (minimum norm from x0 = 0) by conjugate gradient on A^H A x = A^H y
+        (`cg_options`: those of `imaging.least_squares`, e.g. max_iter, tol, warn)."""
         from imaging.solvers.cg import least_squares
 
         return least_squares(self, y, **cg_options).x

@@ -1,11 +1,12 @@
 """Solvers, one algorithm per file, all returning `Result(x, history, n_iter, converged)` from `run(x0)`."""
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import ConvergenceWarning, IterativeSolver, Result
 from imaging.solvers.cg import CG, least_squares
 from imaging.solvers.fista import FISTA
 from imaging.solvers.flair import Flair, calibrated_weights, flow_velocity_error
 from imaging.solvers.pdhg import PDHG, tv_reconstruct
 from imaging.solvers.pnp import PnPADMM, PnPPGD, relax
+from imaging.solvers.parameter_choice import SURE, Discrepancy, ParameterSearch
 from imaging.solvers.red_diff import RedDiff
 
-__all__ = ["IterativeSolver", "Result", "CG", "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair",
+__all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "ParameterSearch", "CG", "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair",
            "flow_velocity_error", "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]

@@ -1,4 +1,5 @@
-"""What RED-Diff and FLAIR share: the measurement check, the starting image, the data misfit and seeded noise."""
+"""What RED-Diff and FLAIR share: the measurement check, the starting image, the data misfit, seeded noise and the
+stopping rule of a fixed schedule."""
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ def starting_image(operator: Operator, y: torch.Tensor, x0: torch.Tensor | None,
     if x0 is None:
         if not isinstance(operator, LinearOperator):
             raise ValueError(f"{who}: a nonlinear operator has no pseudo-inverse; pass the starting image x0")
-        x0 = operator.pinv(y)
+        x0 = operator.pinv(y, warn=False)  # a starting image: an inexact one is fine
     if not bool(torch.isfinite(x0).all()):
         raise ValueError(f"{who}: argument 'x0' contains NaN or infinite values")
     with torch.no_grad():
@@ -49,3 +50,13 @@ class SeededNoise:
 
     def like(self, x: torch.Tensor) -> torch.Tensor:
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+
+
+def schedule_check(done: int, total: int, data_rms: float, noise_level: float | None) -> tuple[bool, str]:
+    """The stopping rule of a fixed-schedule solver: the schedule finished and, given σ, data RMS <= 1.1 σ."""
+    if done < total:
+        return False, f"{done} of {total} scheduled steps"
+    if noise_level is not None and data_rms > 1.1 * noise_level:
+        return False, (f"data RMS {data_rms:.3g} above 1.1 × noise_level {noise_level:g} after the whole schedule "
+                       f"(more steps, a weaker prior or larger data steps)")
+    return True, ""

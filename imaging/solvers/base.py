@@ -1,12 +1,20 @@
 """The loop every iterative solver shares: stopping, history, callbacks, NaN detection, progress bar."""
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
+
+LOGGER = logging.getLogger("imaging")
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver used all of `max_iter` before its stopping rule was met; the message says what was reached."""
 
 
 @dataclass
@@ -17,6 +25,8 @@ class Result:
     history: dict[str, list[float]] = field(default_factory=dict)
     n_iter: int = 0
     converged: bool = False
+    lam: float | None = None  # the regularisation weight chosen by lam="auto" (None when it was given)
+    parameter_search: Any = None  # how it was chosen (`imaging.solvers.parameter_choice.ParameterSearch`)
 
 
 class IterativeSolver:
@@ -45,9 +55,20 @@ class IterativeSolver:
     def estimate(self, state: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def run(self, x0: torch.Tensor | None = None) -> Result:
+    def final_check(self, state: Any, metrics: dict[str, float]) -> tuple[bool, str] | None:
+        """(converged, what was reached) for solvers whose rule is not `residual <= tol`, checked once after the
+        last iteration; None (default) keeps the `residual <= tol` rule."""
+        return None
+
+    def search_parameter(self, x0: torch.Tensor | None) -> Result:
+        """Solvers that take lam="auto" override this: solve for a few λ and keep one (see parameter_choice)."""
+        raise NotImplementedError
+
+    def run(self, x0: torch.Tensor | None = None, *, warn: bool = True) -> Result:
+        if getattr(self, "parameter_rule", None) is not None:
+            return self.search_parameter(x0)
         history: dict[str, list[float]] = {}
-        converged = False
+        converged, stop, metrics = False, False, {}
         n_iter = 0
         with torch.no_grad():
             state = self.init(x0)
@@ -66,4 +87,12 @@ class IterativeSolver:
                 if converged or stop:
                     break
             bar.close()
+            reached = f"residual {history['residual'][-1]:.3g} > tol {self.tol:g}" if history.get("residual") else ""
+            check = self.final_check(state, metrics) if n_iter > 0 else None
+            if check is not None:
+                converged, reached = check
+            if not converged and not stop and warn and self.max_iter > 0:
+                warnings.warn(f"{self.name}: stopped by max_iter={self.max_iter} before its stopping rule was met: "
+                              f"{reached}", ConvergenceWarning, stacklevel=2)
+        LOGGER.debug("%s: %d iterations, converged=%s", self.name, n_iter, converged)
         return Result(self.estimate(state), history, n_iter, converged)

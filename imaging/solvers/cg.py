@@ -18,6 +18,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,22 +77,41 @@ class CG(IterativeSolver):
         return state[0]
 
 
-def least_squares(A: LinearOperator, y: torch.Tensor, lam: float = 0.0, regulariser: LinearOperator | None = None,
-                  x0: torch.Tensor | None = None, tol: float = 1e-6, max_iter: int = 100,
+def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
+                  regulariser: LinearOperator | None = None, x0: torch.Tensor | None = None, tol: float = 1e-6,
+                  max_iter: int = 100, noise_level: float | None = None, warn: bool = True,
                   **loop_options) -> Result:
     """argmin_x ½‖A x − y‖² + ½ λ ‖R x‖² by CG on the normal equations; returns a `Result` (history: residual).
 
     Args:
         A: the forward operator; y: measurements (N, ...), finite.
-        lam: λ ≥ 0; regulariser: R (e.g. `FiniteDifference()` for smoothness), identity if None.
+        lam: λ ≥ 0, or "auto" (the discrepancy principle from `noise_level`; `Discrepancy(...)` / `SURE(...)` to
+            choose the rule; see `imaging.solvers.parameter_choice`): the chosen value is `result.lam`.
+        regulariser: R (e.g. `FiniteDifference()` for smoothness), identity if None.
         x0: starting point (also tells A's input shape to custom operators never called before).
+        noise_level: σ per measurement entry, for lam="auto" (estimated from y when None).
+        warn: emit a `ConvergenceWarning` when max_iter ends the solve before tol (False for inner solves).
     """
     check_finite(y, "least_squares", "y")
-    if lam < 0:
-        raise ValueError(f"least_squares: argument 'lam' must be >= 0, got {lam}")
+    rule = parameter_rule(lam, "least_squares")
     if x0 is not None:
         check_finite(x0, "least_squares", "x0")
         A(x0)  # lets operators with autograd-derived adjoints learn their input shape
+    if rule is not None:
+        sigma = resolve_noise_level(noise_level, y, A, "least_squares")
+        like = A.adjoint(y)
+        scale = A.norm(like.real if like.is_complex() else like) ** 2
+
+        def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
+            return _solve_normal(A, y if data is None else data, value, regulariser, start, tol, max_iter, False,
+                                 loop_options)
+
+        return choose_parameter(solve, A, y, rule, sigma, 10 * sigma * scale, x0, "least_squares")
+    return _solve_normal(A, y, float(lam), regulariser, x0, tol, max_iter, warn, loop_options)
+
+
+def _solve_normal(A: LinearOperator, y: torch.Tensor, lam: float, regulariser: LinearOperator | None,
+                  x0: torch.Tensor | None, tol: float, max_iter: int, warn: bool, loop_options: dict) -> Result:
     rhs = A.adjoint(y)
 
     def normal(x: torch.Tensor) -> torch.Tensor:
@@ -100,4 +120,4 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float = 0.0, regulari
             out = out + lam * (regulariser.normal(x) if regulariser is not None else x)
         return out
 
-    return CG(normal, rhs, max_iter=max_iter, tol=tol, **loop_options).run(x0)
+    return CG(normal, rhs, max_iter=max_iter, tol=tol, **loop_options).run(x0, warn=warn)

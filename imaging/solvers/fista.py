@@ -14,35 +14,47 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver
+from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import batch_dot, check_finite
+from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
 
 
 class FISTA(IterativeSolver):
     """FISTA (or PGD) for ½‖A x − y‖² + lam·TV(x) (+ box), with the TV prox as the inner step.
 
     Args:
-        A, y: operator and measurements; lam: TV weight; prior: a `TotalVariation` (isotropic by default).
+        A, y: operator and measurements; lam: TV weight ≥ 0, or "auto" / `Discrepancy(...)` / `SURE(...)` (chosen
+            from `noise_level`, estimated from y when None; see `imaging.solvers.parameter_choice`).
+        prior: a `TotalVariation` (isotropic by default).
         lower, upper: box on x, applied inside the prox. inner_tol, inner_max_iter: accuracy of each prox.
         accelerated: FISTA momentum (True) or plain proximal gradient (False).
     """
 
     name = "FISTA"
 
-    def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float, prior: TotalVariation | None = None, *,
+    def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | str, prior: TotalVariation | None = None, *,
                  lower: float | None = None, upper: float | None = None, x_like: torch.Tensor | None = None,
                  inner_tol: float = 1e-5, inner_max_iter: int = 200, accelerated: bool = True,
-                 max_iter: int = 200, tol: float = 1e-5, **loop_options) -> None:
+                 max_iter: int = 200, tol: float = 1e-5, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "FISTA", "y")
-        if lam < 0:
-            raise ValueError(f"FISTA: argument 'lam' must be >= 0, got {lam}")
+        self.parameter_rule = parameter_rule(lam, "FISTA")
+        if self.parameter_rule is not None:
+            self.noise_level = resolve_noise_level(noise_level, y, A, "FISTA")
+            self.options = dict(prior=prior, lower=lower, upper=upper, x_like=x_like, inner_tol=inner_tol,
+                                inner_max_iter=inner_max_iter, accelerated=accelerated, max_iter=max_iter, tol=tol,
+                                **loop_options)
+            lam = 0.0
         self.lam, self.prior = float(lam), prior if prior is not None else TotalVariation()
         self.lower, self.upper = lower, upper
         self.inner_tol, self.inner_max_iter, self.accelerated = inner_tol, inner_max_iter, accelerated
         adjoint = A.adjoint(y)
         self.like = x_like if x_like is not None else adjoint.real if adjoint.is_complex() else adjoint
         self.step_size = 1.0 / max(A.norm(self.like) ** 2, 1e-30)
+
+    def search_parameter(self, x0: torch.Tensor | None) -> Result:
+        return search_solver(lambda value, data: FISTA(self.A, data, value, **self.options), self.A, self.y,
+                             self.parameter_rule, self.noise_level, self.noise_level / self.step_size, x0, "FISTA")
 
     def _gradient(self, z: torch.Tensor) -> torch.Tensor:
         g = self.A.adjoint(self.A(z) - self.y)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from imaging.operators.base import LinearOperator, Operator
 from imaging.priors.generative import FlowPrior
-from imaging.solvers._variational import SeededNoise, check_measurement, squared_misfit, starting_image
+from imaging.solvers._variational import SeededNoise, check_measurement, schedule_check, squared_misfit, starting_image
 from imaging.solvers.base import IterativeSolver
 from imaging.solvers.cg import CG
 
@@ -192,6 +192,9 @@ class Flair(IterativeSolver):
         return state, {"t": t, "data_rms": math.sqrt(float(misfit.mean()) / n_y),
                        "prior_loss": float((direction * direction).mean()), "data_steps": float(used)}
 
+    def final_check(self, state, metrics):
+        return schedule_check(state["k"], len(self.times), metrics["data_rms"], self.noise_level or None)
+
     def estimate(self, state) -> torch.Tensor:
         with torch.no_grad():
             x = self.prior.decode(state["mu"])
@@ -202,7 +205,7 @@ class Flair(IterativeSolver):
             rhs = op.adjoint(self.y)
             rhs = (rhs.real if rhs.is_complex() else rhs) + beta * x
             normal = lambda v: (lambda w: w.real if w.is_complex() else w)(op.adjoint(op(v))) + beta * v  # noqa: E731
-            return CG(normal, rhs, max_iter=200, tol=1e-6).run(x).x.clamp(*self.prior.image_range)
+            return CG(normal, rhs, max_iter=200, tol=1e-6).run(x, warn=False).x.clamp(*self.prior.image_range)
 
 
 @torch.no_grad()

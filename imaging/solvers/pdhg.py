@@ -28,13 +28,16 @@ from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
 from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import batch_dot, check_finite
+from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
 
 
 class PDHG(IterativeSolver):
     """Primal–dual method for min ½‖A x − y‖² + λ TV(x) (+ box); see the module docstring.
 
     Args:
-        A: forward operator; y: measurements (N, ...); lam: TV weight ≥ 0 (number, (N,) or (N, C)).
+        A: forward operator; y: measurements (N, ...); lam: TV weight ≥ 0 (number, (N,) or (N, C)), or "auto" /
+            `Discrepancy(...)` / `SURE(...)`: chosen from `noise_level` (see `imaging.solvers.parameter_choice`).
+        noise_level: σ per measurement entry, for lam="auto" (estimated from y when None).
         isotropic: isotropic or anisotropic TV. lower, upper: optional box on x (both finite: certified gap).
         tau, sigma: step sizes (defaults from the operator norms, see the module docstring).
         x_like: an input-shaped tensor fixing the image shape, dtype and device (default: from A^H y).
@@ -45,9 +48,15 @@ class PDHG(IterativeSolver):
     def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = True,
                  lower: float | None = None, upper: float | None = None, tau: float | None = None,
                  sigma: float | None = None, x_like: torch.Tensor | None = None, max_iter: int = 500,
-                 tol: float = 1e-4, **loop_options) -> None:
+                 tol: float = 1e-4, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "PDHG", "y")
+        self.parameter_rule = parameter_rule(lam, "PDHG")
+        if self.parameter_rule is not None:
+            self.noise_level = resolve_noise_level(noise_level, y, A, "PDHG")
+            self.options = dict(isotropic=isotropic, lower=lower, upper=upper, tau=tau, sigma=sigma, x_like=x_like,
+                                max_iter=max_iter, tol=tol, **loop_options)
+            lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         if lower is not None and upper is not None and lower > upper:
             raise ValueError(f"PDHG: argument 'lower' ({lower}) must be <= 'upper' ({upper})")
         self.lower, self.upper, self.isotropic = lower, upper, isotropic
@@ -64,6 +73,11 @@ class PDHG(IterativeSolver):
         self.sigma = sigma if sigma is not None else 0.99 * (1.0 / self.tau - lipschitz / 2) / k_norm2
         if self.tau <= 0 or self.sigma <= 0:
             raise ValueError(f"PDHG: step sizes must be positive, got tau={self.tau}, sigma={self.sigma}")
+
+    def search_parameter(self, x0: torch.Tensor | None) -> Result:
+        scale = self.A.norm(self.like) ** 2
+        return search_solver(lambda value, data: PDHG(self.A, data, value, **self.options), self.A, self.y,
+                             self.parameter_rule, self.noise_level, self.noise_level * scale, x0, "PDHG")
 
     def _real(self, t: torch.Tensor) -> torch.Tensor:
         return t.real if t.is_complex() and not self.like.is_complex() else t
@@ -113,10 +127,12 @@ class PDHG(IterativeSolver):
         return state[0]
 
 
-def tv_reconstruct(A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = True,
+def tv_reconstruct(A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor | str, *, isotropic: bool = True,
                    lower: float | None = None, upper: float | None = None, x0: torch.Tensor | None = None,
-                   tol: float = 1e-4, max_iter: int = 1000, progress: bool = False) -> Result:
+                   tol: float = 1e-4, max_iter: int = 1000, noise_level: float | None = None,
+                   progress: bool = False) -> Result:
     """argmin_x ½‖A x − y‖² + lam·TV(x) (+ box) for any LinearOperator A, by PDHG; returns a `Result` whose
-    history holds "objective", "relative_change" and, with a finite box, the certified relative "gap"."""
+    history holds "objective", "relative_change" and, with a finite box, the certified relative "gap".
+    lam="auto" chooses λ from `noise_level` (the discrepancy principle; `result.lam` is the choice)."""
     return PDHG(A, y, lam, isotropic=isotropic, lower=lower, upper=upper, x_like=x0, tol=tol, max_iter=max_iter,
-                progress=progress).run(x0)
+                noise_level=noise_level, progress=progress).run(x0)

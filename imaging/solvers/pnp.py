@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver
+from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import CG, batch_dot, check_finite
+from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
 
 Prox = Callable[[torch.Tensor], torch.Tensor]
 
@@ -88,22 +89,35 @@ class PnPADMM(IterativeSolver):
 
     Args:
         A: any LinearOperator; y: measurements; prox: the denoiser D.
-        rho: ADMM penalty ρ > 0 (larger = stronger regularisation with a fixed D).
+        rho: ADMM penalty ρ > 0 (larger = stronger regularisation with a fixed D), or "auto" /
+            `Discrepancy(...)` / `SURE(...)`: chosen from `noise_level` (estimated from y when None) by a few
+            runs (see `imaging.solvers.parameter_choice`; the choice is `result.lam`).
         cg_iter, cg_tol: CG budget for the x-update (warm-started at the previous x).
         box: optional (lower, upper) clip of z after the prox (e.g. (0, 1) for images).
     """
 
     name = "PnP-ADMM"
 
-    def __init__(self, A: LinearOperator, y: torch.Tensor, prox: Prox, rho: float = 0.1, cg_iter: int = 30,
+    def __init__(self, A: LinearOperator, y: torch.Tensor, prox: Prox, rho: float | str = 0.1, cg_iter: int = 30,
                  cg_tol: float = 1e-5, box: tuple[float, float] | None = None, max_iter: int = 100,
-                 tol: float = 1e-4, **loop_options) -> None:
+                 tol: float = 1e-4, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         _check_problem("PnPADMM", A, y, prox)
+        self.parameter_rule = parameter_rule(rho, "PnPADMM", "rho")
+        if self.parameter_rule is not None:
+            self.noise_level = resolve_noise_level(noise_level, y, A, "PnPADMM")
+            self.options = dict(cg_iter=cg_iter, cg_tol=cg_tol, box=box, max_iter=max_iter, tol=tol, **loop_options)
+            rho = 1.0
         if not rho > 0:
             raise ValueError(f"PnPADMM: argument 'rho' must be positive, got {rho}")
         self.A, self.y, self.prox, self.rho = A, y, prox, float(rho)
         self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box
+
+    def search_parameter(self, x0: torch.Tensor | None) -> Result:
+        like = self.A.adjoint(self.y)
+        guess = 100 * self.noise_level ** 2 * self.A.norm(like.real if like.is_complex() else like) ** 2
+        return search_solver(lambda value, data: PnPADMM(self.A, data, self.prox, value, **self.options), self.A,
+                             self.y, self.parameter_rule, self.noise_level, guess, x0, "PnPADMM")
 
     def init(self, x0: torch.Tensor | None):
         x = _start("PnPADMM", self.A, self.y, x0)
@@ -115,7 +129,7 @@ class PnPADMM(IterativeSolver):
 
     def step(self, state):
         x, z, u = state
-        solve = CG(self._normal, self.adjoint_y + self.rho * (z - u), max_iter=self.cg_iter, tol=self.cg_tol).run(x)
+        solve = CG(self._normal, self.adjoint_y + self.rho * (z - u), max_iter=self.cg_iter, tol=self.cg_tol).run(x, warn=False)
         x = solve.x
         z_new = _clip(apply_prox(self.prox, x + u, "PnPADMM"), self.box)
         u = u + x - z_new

@@ -19,7 +19,7 @@ import torch
 
 from imaging.operators.base import Operator
 from imaging.priors.generative import DiffusionPrior
-from imaging.solvers._variational import SeededNoise, check_measurement, squared_misfit, starting_image
+from imaging.solvers._variational import SeededNoise, check_measurement, schedule_check, squared_misfit, starting_image
 from imaging.solvers.base import IterativeSolver
 
 
@@ -57,6 +57,9 @@ class RedDiff(IterativeSolver):
         steps: K timesteps (≤ T). lr: Adam step size. lam: λ, the prior weight relative to the data term.
         obs_weight: w_obs. weighting: w(σ_t/α_t) (`linear_weighting`, `sqrt_weighting`, …, any float -> float).
         sigma_x0: std of the noise added to μ before diffusing (0 in the paper's setting).
+        noise_level: σ of the measurement noise (per entry), if known. RED-Diff runs its whole schedule; it has
+            converged when the schedule is done and, given σ, the final data RMS is at most 1.1 σ (the data are
+            explained); otherwise a `ConvergenceWarning` gives the RMS reached.
         seed: for the noise draws (None: random).
     History per step: t, data_rms (RMS of A(x) − y in image units), prior_loss (mean (ε_θ − ε)²).
     """
@@ -66,12 +69,13 @@ class RedDiff(IterativeSolver):
     def __init__(self, prior: DiffusionPrior, operator: Operator, y: torch.Tensor, *, steps: int = 100,
                  lr: float = 0.25, lam: float = 0.25, obs_weight: float = 1.0,
                  weighting: Callable[[float], float] = linear_weighting, sigma_x0: float = 0.0,
-                 seed: int | None = 0, **loop_options) -> None:
+                 noise_level: float | None = None, seed: int | None = 0, **loop_options) -> None:
         if not isinstance(prior, DiffusionPrior):
             raise TypeError(f"RedDiff: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
         if not 1 <= steps <= prior.num_timesteps:
             raise ValueError(f"RedDiff: argument 'steps' must be in [1, {prior.num_timesteps}], got {steps}")
-        for name, value in (("lr", lr), ("lam", lam), ("obs_weight", obs_weight), ("sigma_x0", sigma_x0)):
+        for name, value in (("lr", lr), ("lam", lam), ("obs_weight", obs_weight), ("sigma_x0", sigma_x0),
+                            ("noise_level", 0.0 if noise_level is None else noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"RedDiff: argument '{name}' must be finite and >= 0, got {value}")
         super().__init__(max_iter=steps, **loop_options)
@@ -80,7 +84,7 @@ class RedDiff(IterativeSolver):
         self.lr, self.lam, self.obs_weight, self.weighting, self.sigma_x0 = lr, lam, obs_weight, weighting, sigma_x0
         stride = prior.num_timesteps // steps
         self.timesteps = list(range(0, prior.num_timesteps, stride))[::-1][:steps]
-        self.seed = seed
+        self.seed, self.noise_level = seed, noise_level
 
     def prior_direction(self, mu: torch.Tensor, t: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w(σ_t/α_t)·(ε_θ(α_t μ + σ_t ε, t) − ε), ε_θ − ε): the stop-gradient prior direction (times λ/n_x it
@@ -113,5 +117,9 @@ class RedDiff(IterativeSolver):
         return state, {"t": float(t), "data_rms": math.sqrt(float(misfit.mean()) / n_y),
                        "prior_loss": float((residual * residual).mean())}
 
+    def final_check(self, state, metrics):
+        return schedule_check(state["k"], len(self.timesteps), metrics["data_rms"], self.noise_level)
+
     def estimate(self, state) -> torch.Tensor:
         return self.prior.to_image(state["mu"].detach())
+

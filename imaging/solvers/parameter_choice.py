@@ -1,0 +1,265 @@
+r"""Choosing the regularisation weight without the ground truth, from the noise level σ: `lam="auto"`.
+
+A solver given `lam="auto"` (or a rule below) and `noise_level=σ` (estimated by `imaging.estimate_noise` when not
+given) solves its problem for a handful of λ, warm-starting each solve from the nearest one before, and keeps one:
+
+- `Discrepancy(tau=1.0)` (what "auto" means): the discrepancy principle, λ with ‖A x̂_λ − y‖² = τ·m·σ² (m real
+  or complex entries in y, E|n_i|² = σ²). The misfit grows with λ, so this is a scalar root search in log λ:
+  bracketing by factors of 10 from a first guess, then regula falsi (Illinois) on log(misfit / target),
+  safeguarded by bisection, until the misfit is within `rtol` of the target.
+- `SURE()`: Monte-Carlo SURE (Ramani, Blu and Unser 2008). For denoising (A the identity) it is an unbiased
+  estimate of the mean squared error ‖x̂_λ − x‖²; for any other A it estimates the prediction risk ‖A(x̂_λ − x)‖²
+  (the generalised SURE in the measurement domain):
+      R(λ) = ‖A x̂_λ − y‖² − m σ² + 2σ² bᵀ(A x̂_λ(y + εb) − A x̂_λ(y))/ε,   b ~ N(0, I),
+  two solves per λ; minimised by golden-section search in log λ after bracketing.
+
+The result records the choice: `Result.lam` (the chosen value) and `Result.parameter_search` (a `ParameterSearch`:
+criterion, the λ tried in order, the criterion's values, the number of solves).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from imaging.solvers.base import ConvergenceWarning, Result
+
+LOGGER = logging.getLogger("imaging")
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """Discrepancy principle: ‖A x̂_λ − y‖² = tau·m·σ² (within rtol), at most `max_solves` solves."""
+
+    tau: float = 1.0
+    rtol: float = 0.02
+    max_solves: int = 15
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"Discrepancy: argument 'tau' must be positive, got {self.tau}")
+        if not 0 < self.rtol < 1:
+            raise ValueError(f"Discrepancy: argument 'rtol' must be in (0, 1), got {self.rtol}")
+
+
+@dataclass(frozen=True)
+class SURE:
+    """Monte-Carlo SURE (image risk for denoising, prediction risk otherwise); `epsilon` is the finite-difference
+    step relative to σ, `seed` draws the probe b; log λ is located to a factor `xtol`."""
+
+    epsilon: float = 0.1
+    seed: int = 0
+    xtol: float = 1.3
+    max_solves: int = 30
+
+
+@dataclass
+class ParameterSearch:
+    """How λ was chosen: the criterion, every λ tried (in order) with the criterion's value there, the solves."""
+
+    criterion: str
+    noise_level: float
+    lams: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    solves: int = 0
+    target: float | None = None
+
+
+def parameter_rule(lam, who: str, name: str = "lam"):
+    """The rule for `lam` ("auto" means `Discrepancy()`), or None for a number (checked finite and >= 0)."""
+    if isinstance(lam, str):
+        if lam != "auto":
+            raise ValueError(f"{who}: argument '{name}' must be a number >= 0, \"auto\", Discrepancy(...) or "
+                             f"SURE(...), got {lam!r}")
+        return Discrepancy()
+    if isinstance(lam, (Discrepancy, SURE)):
+        return lam
+    if isinstance(lam, torch.Tensor):
+        if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
+            raise ValueError(f"{who}: argument '{name}' must be finite and >= 0")
+        return None
+    if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"{who}: argument '{name}' must be a finite number >= 0, \"auto\", Discrepancy(...) or "
+                         f"SURE(...), got {lam!r}")
+    return None
+
+
+def resolve_noise_level(noise_level: float | None, y: torch.Tensor, A, who: str) -> float:
+    """σ as given (checked positive and finite), else estimated from y (and A) by `estimate_noise`."""
+    if noise_level is None:
+        from imaging.operators.noise import estimate_noise
+
+        sigma = estimate_noise(y, A)
+        LOGGER.info("%s: noise_level not given; estimated σ = %.4g from y", who, sigma)
+        return sigma
+    if not (isinstance(noise_level, (int, float)) and math.isfinite(noise_level) and noise_level > 0):
+        raise ValueError(f"{who}: argument 'noise_level' must be a positive number (the noise standard deviation "
+                         f"per measurement entry), got {noise_level!r}")
+    return float(noise_level)
+
+
+def _misfit(A, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((A(x) - y).abs().pow(2).sum())
+
+
+def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor | None], Result], A, y: torch.Tensor,
+                     rule, noise_level: float, guess: float, x0: torch.Tensor | None, who: str) -> Result:
+    """Run the search of `rule` over λ > 0 and return the `Result` at the chosen λ, with `lam` and
+    `parameter_search` set. `solve(λ, warm_start, y_or_None)` solves the problem (for other measurements when the
+    third argument is given, which SURE needs) and returns its `Result`, run with warn=False."""
+    if not (math.isfinite(guess) and guess > 0):
+        guess = 1.0
+    if isinstance(rule, Discrepancy):
+        return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who)
+    return _sure(solve, A, y, rule, noise_level, guess, x0, who)
+
+
+class _Solves:
+    """Solves kept by log λ, each warm-started from the closest one before."""
+
+    def __init__(self, solve, x0, search: ParameterSearch, limit: int) -> None:
+        self.solve, self.x0, self.search, self.limit = solve, x0, search, limit
+        self.results: dict[float, Result] = {}
+
+    def __call__(self, log_lam: float) -> Result:
+        if log_lam in self.results:
+            return self.results[log_lam]
+        nearest = min(self.results, key=lambda k: abs(k - log_lam), default=None)
+        start = self.results[nearest].x if nearest is not None else self.x0
+        result = self.solve(math.exp(log_lam), start, None)
+        self.search.solves += 1
+        self.results[log_lam] = result
+        return result
+
+    @property
+    def exhausted(self) -> bool:
+        return self.search.solves >= self.limit
+
+
+def _finish(result: Result, log_lam: float, search: ParameterSearch, who: str) -> Result:
+    result.lam, result.parameter_search = math.exp(log_lam), search
+    LOGGER.info("%s: %s chose λ = %.4g after %d solves", who, search.criterion, result.lam, search.solves)
+    if not result.converged:
+        warnings.warn(f"{who}: the solve at the chosen λ = {result.lam:.4g} stopped by max_iter before its stopping "
+                      f"rule was met (raise max_iter or tol)", ConvergenceWarning, stacklevel=3)
+    return result
+
+
+def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0, who: str) -> Result:
+    target = rule.tau * y[0].numel() * y.shape[0] * sigma ** 2
+    search = ParameterSearch("discrepancy", sigma, target=target)
+    solves = _Solves(solve, x0, search, rule.max_solves)
+    ln10, accept = math.log(10.0), math.log1p(rule.rtol)
+
+    def g(log_lam: float) -> float:  # log(misfit / target), increasing in λ
+        misfit = _misfit(A, solves(log_lam).x, y)
+        search.lams.append(math.exp(log_lam))
+        search.values.append(misfit)
+        return math.log(max(misfit, 1e-300) / target)
+
+    a, ga = math.log(guess), g(math.log(guess))
+    if abs(ga) <= accept:
+        return _finish(solves(a), a, search, who)
+    direction = -1.0 if ga > 0 else 1.0  # misfit too large: smaller λ
+    b, gb = a, ga
+    while gb * ga > 0:
+        if solves.exhausted or abs(b - a) > 12 * ln10:
+            end = "smallest" if direction < 0 else "largest"
+            warnings.warn(f"{who}: the discrepancy principle found no λ with ‖A x − y‖² = {rule.tau:g}·m·σ² "
+                          f"(σ = {sigma:.4g}) between {math.exp(min(a, b)):.3g} and {math.exp(max(a, b)):.3g}; "
+                          f"keeping the {end} λ tried. Is noise_level right?", UserWarning, stacklevel=3)
+            return _finish(solves(b), b, search, who)
+        a, ga = b, gb
+        b = b + direction * ln10
+        gb = g(b)
+        if abs(gb) <= accept:
+            return _finish(solves(b), b, search, who)
+    # a and b bracket the root; regula falsi with the Illinois modification, bisection as the safeguard
+    lo, glo, hi, ghi = (a, ga, b, gb) if a < b else (b, gb, a, ga)
+    side = 0
+    best, gbest = (lo, glo) if abs(glo) < abs(ghi) else (hi, ghi)
+    while not solves.exhausted and hi - lo > 1e-3:
+        c = hi - ghi * (hi - lo) / (ghi - glo)
+        if not lo + 0.05 * (hi - lo) < c < hi - 0.05 * (hi - lo):
+            c = 0.5 * (lo + hi)
+        gc = g(c)
+        if abs(gc) < abs(gbest):
+            best, gbest = c, gc
+        if abs(gc) <= accept:
+            break
+        if gc < 0:
+            lo, glo = c, gc
+            if side == -1:
+                ghi /= 2
+            side = -1
+        else:
+            hi, ghi = c, gc
+            if side == 1:
+                glo /= 2
+            side = 1
+    return _finish(solves(best), best, search, who)
+
+
+def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str) -> Result:
+    search = ParameterSearch("sure", sigma)
+    solves = _Solves(solve, x0, search, rule.max_solves)
+    generator = torch.Generator().manual_seed(rule.seed)
+    probe = torch.randn(y.shape, generator=generator, dtype=y.real.dtype)
+    if y.is_complex():  # unit variance per real component; circular noise has σ²/2 per component
+        probe = torch.complex(probe, torch.randn(y.shape, generator=generator, dtype=y.real.dtype))
+    probe = probe.to(y.device)
+    per_component = sigma ** 2 / 2 if y.is_complex() else sigma ** 2
+    eps = rule.epsilon * sigma
+    m = y.numel()
+
+    def risk(log_lam: float) -> float:
+        result = solves(log_lam)
+        with torch.no_grad():
+            fitted = A(result.x)
+            perturbed = solve(math.exp(log_lam), result.x, y + eps * probe)
+            search.solves += 1
+            divergence = float((probe.conj() * (A(perturbed.x) - fitted)).real.sum()) / eps
+            value = float((fitted - y).abs().pow(2).sum()) - m * sigma ** 2 + 2 * per_component * divergence
+        search.lams.append(math.exp(log_lam))
+        search.values.append(value)
+        return value
+
+    ln10 = math.log(10.0)
+    centre = math.log(guess)
+    grid = {k: risk(centre + k * ln10) for k in (-1, 0, 1)}  # λ = guess·10^k; walk downhill to bracket a minimum
+    while grid[min(grid)] < grid[min(grid) + 1] and not solves.exhausted and min(grid) > -8:
+        grid[min(grid) - 1] = risk(centre + (min(grid) - 1) * ln10)
+    while grid[max(grid)] < grid[max(grid) - 1] and not solves.exhausted and max(grid) < 8:
+        grid[max(grid) + 1] = risk(centre + (max(grid) + 1) * ln10)
+    points = {centre + k * ln10: value for k, value in grid.items()}
+    best = min(points, key=points.get)
+    lo, hi = best - ln10, best + ln10
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fc, fd = risk(c), risk(d)
+    while hi - lo > math.log(rule.xtol) and not solves.exhausted:
+        if fc < fd:
+            hi, d, fd = d, c, fc
+            c = hi - ratio * (hi - lo)
+            fc = risk(c)
+        else:
+            lo, c, fc = c, d, fd
+            d = lo + ratio * (hi - lo)
+            fd = risk(d)
+    candidates = {**points, c: fc, d: fd}
+    chosen = min(candidates, key=candidates.get)
+    return _finish(solves(chosen), chosen, search, who)
+
+
+def search_solver(make: Callable[[float, torch.Tensor], "object"], A, y: torch.Tensor, rule, noise_level: float,
+                  guess: float, x0: torch.Tensor | None, who: str) -> Result:
+    """`choose_parameter` for a solver class: `make(λ, y)` builds the solver for one λ (and measurements)."""
+    def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
+        return make(value, y if data is None else data).run(start, warn=False)
+
+    return choose_parameter(solve, A, y, rule, noise_level, guess, x0, who)
