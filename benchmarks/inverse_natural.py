@@ -3,7 +3,7 @@
 Pictures (never used in training): centre crops of Set12 and of offline scikit-image pictures (coffee, chelsea,
 astronaut; grey), `--size`² each. Noise σ = 0.01. Tasks: Gaussian deblurring (std 1.6 px), 4× super-resolution
 (box), 50 % random inpainting, 30 % compressed sensing (structured: random signs, DCT, random rows) and a
-user-written forward-only operator (`SmearAndSubsample` below: plain torch, adjoint by autograd).
+user-written forward-only operator (`SmearAndSubsample` in _tasks.py: plain torch, adjoint by autograd).
 Methods:
 - TV (oracle λ): `tv_reconstruct` with, per task, the λ of a grid with the best mean PSNR against the truth;
 - RED-Diff with `DiffusionPrior.pretrained("natural")`;
@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 
 import imaging
+from _tasks import SHARED, held_out, operator
+from _tasks import training_crops as tuning_crops
 from _timing import PeakMemory
-from imaging.data import PatchDataset, image_files, load_image, read_image
 from imaging.metrics import psnr, ssim
-from imaging.operators import (Blur, Downsampling, GaussianNoise, Inpainting, LinearOperator,
-                               StructuredCompressedSensing, gaussian_kernel)
+from imaging.operators import GaussianNoise
 
 NOISE = 0.01
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 TASKS = ("deblur", "sr4", "inpaint50", "cs30", "custom")
 TV_GRID = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 1.28e-2, 2.56e-2)
 # One setting per method, for every task (noise 0.01), from `--tune` on train400 crops.
@@ -44,47 +43,6 @@ SETTINGS = {"RED-Diff": {"lr": 0.5, "lam": 0.1}, "FLAIR-DDPM": {"regularisation"
 GRIDS = {"RED-Diff": {"lr": [0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5]},
          "FLAIR-DDPM": {"regularisation": [0.02, 0.05, 0.1, 0.2, 0.5]},
          "PnP-LPN": {"rho": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]}}
-
-
-class SmearAndSubsample(LinearOperator):
-    """A user's forward model written as `forward` only: a horizontal 3-tap smear, then every second column.
-    Its adjoint comes from autograd."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        smeared = (x + torch.roll(x, 1, dims=-1) + torch.roll(x, 2, dims=-1)) / 3
-        return smeared[..., ::2]
-
-
-def operator(task: str, size: int) -> LinearOperator:
-    if task == "deblur":
-        return Blur(gaussian_kernel(1.6), mode="reflect")
-    if task == "sr4":
-        return Downsampling(4, "box")
-    if task == "inpaint50":
-        return Inpainting((torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(7)) > 0.5).float())
-    if task == "cs30":
-        return StructuredCompressedSensing(int(0.3 * size * size), (1, size, size), seed=7)
-    if task == "custom":
-        return SmearAndSubsample()
-    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-
-
-def held_out(size: int, count: int) -> torch.Tensor:
-    """Centre crops size×size of Set12 (when present) and of offline scikit-image pictures, (N, 1, size, size)."""
-    crops = []
-    set12 = SHARED / "set12"
-    pictures = [read_image(p)[None] for p in image_files(set12)] if set12.is_dir() else []
-    pictures += [load_image(name, size=int(1.5 * size), channels=1).float() for name in ("coffee", "chelsea",
-                                                                                       "astronaut")]
-    for picture in pictures:
-        h, w = picture.shape[-2:]
-        crops.append(picture[0, :, (h - size) // 2:(h - size) // 2 + size, (w - size) // 2:(w - size) // 2 + size])
-    return torch.stack(crops[-count:] if count < len(crops) else crops)
-
-
-def tuning_crops(data: str, size: int, count: int) -> torch.Tensor:
-    dataset = PatchDataset(data, size, augment=False, seed=123)
-    return torch.stack([dataset[i]["clean"] for i in range(count)])
 
 
 def methods(steps: int) -> dict:

@@ -103,7 +103,7 @@ def test_divergence_is_detected():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="'lam' must be >= 0"):
+    with pytest.raises(ValueError, match="'lam' must be finite and >= 0"):
         least_squares(Identity(), torch.zeros(1, 2), lam=-1.0)
     with pytest.raises(ValueError, match="'x0' must have shape"):
         CG(lambda x: x, torch.ones(1, 3), max_iter=3).run(torch.zeros(1, 4))

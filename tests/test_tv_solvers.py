@@ -92,7 +92,7 @@ def test_solver_bad_input(camera):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         imaging.tv_reconstruct(A, bad, 0.1)
-    with pytest.raises(ValueError, match="'lam' must be >= 0"):
+    with pytest.raises(ValueError, match="'lam' must be finite and >= 0"):
         FISTA(A, y, -0.1)
     with pytest.raises(ValueError, match="'lower'"):
         PDHG(A, y, 0.1, lower=1.0, upper=0.0)

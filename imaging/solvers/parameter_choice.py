@@ -3,11 +3,11 @@ r"""Choosing the regularisation weight without the ground truth, from the noise 
 A solver given `lam="auto"` (or a rule below) and `noise_level=σ` (estimated by `imaging.estimate_noise` when not
 given) solves its problem for a handful of λ, warm-starting each solve from the nearest one before, and keeps one:
 
-- `Discrepancy(tau=1.0)` (what "auto" means): the discrepancy principle, λ with ‖A x̂_λ − y‖² = τ·m·σ² (m real
+- `Discrepancy(tau=1.0)` (what "auto" means, except for denoising): the discrepancy principle, λ with ‖A x̂_λ − y‖² = τ·m·σ² (m real
   or complex entries in y, E|n_i|² = σ²). The misfit grows with λ, so this is a scalar root search in log λ:
   bracketing by factors of 10 from a first guess, then regula falsi (Illinois) on log(misfit / target),
   safeguarded by bisection, until the misfit is within `rtol` of the target.
-- `SURE()`: Monte-Carlo SURE (Ramani, Blu and Unser 2008). For denoising (A the identity) it is an unbiased
+- `SURE()` (what "auto" means when A is the identity): Monte-Carlo SURE (Ramani, Blu and Unser 2008). For denoising (A the identity) it is an unbiased
   estimate of the mean squared error ‖x̂_λ − x‖²; for any other A it estimates the prediction risk ‖A(x̂_λ − x)‖²
   (the generalised SURE in the measurement domain):
       R(λ) = ‖A x̂_λ − y‖² − m σ² + 2σ² bᵀ(A x̂_λ(y + εb) − A x̂_λ(y))/ε,   b ~ N(0, I),
@@ -71,13 +71,16 @@ class ParameterSearch:
     target: float | None = None
 
 
+AUTO = "auto"
+
+
 def parameter_rule(lam, who: str, name: str = "lam"):
-    """The rule for `lam` ("auto" means `Discrepancy()`), or None for a number (checked finite and >= 0)."""
+    """The rule for `lam` ("auto", a `Discrepancy` or a `SURE`), or None for a number (checked finite, >= 0)."""
     if isinstance(lam, str):
-        if lam != "auto":
+        if lam != AUTO:
             raise ValueError(f"{who}: argument '{name}' must be a number >= 0, \"auto\", Discrepancy(...) or "
                              f"SURE(...), got {lam!r}")
-        return Discrepancy()
+        return AUTO
     if isinstance(lam, (Discrepancy, SURE)):
         return lam
     if isinstance(lam, torch.Tensor):
@@ -85,7 +88,7 @@ def parameter_rule(lam, who: str, name: str = "lam"):
             raise ValueError(f"{who}: argument '{name}' must be finite and >= 0")
         return None
     if not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"{who}: argument '{name}' must be a finite number >= 0, \"auto\", Discrepancy(...) or "
+        raise ValueError(f"{who}: argument '{name}' must be finite and >= 0, or \"auto\", Discrepancy(...) or "
                          f"SURE(...), got {lam!r}")
     return None
 
@@ -116,6 +119,10 @@ def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor |
     third argument is given, which SURE needs) and returns its `Result`, run with warn=False."""
     if not (math.isfinite(guess) and guess > 0):
         guess = 1.0
+    if rule == AUTO:  # SURE estimates the image error itself where A is the identity; elsewhere the discrepancy
+        from imaging.operators.base import Identity
+
+        rule = SURE() if isinstance(A, Identity) else Discrepancy()
     if isinstance(rule, Discrepancy):
         return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who)
     return _sure(solve, A, y, rule, noise_level, guess, x0, who)
