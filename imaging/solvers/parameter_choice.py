@@ -176,9 +176,9 @@ def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0,
     if abs(ga) <= accept:
         return _finish(solves(a), a, search, who)
     direction = -1.0 if ga > 0 else 1.0  # misfit too large: smaller λ
-    b, gb = a, ga
+    origin, b, gb = a, a, ga
     while gb * ga > 0:
-        if solves.exhausted or abs(b - a) > 12 * ln10:
+        if solves.exhausted or abs(b - origin) >= 5 * ln10:  # 5 decades from the first guess
             end = "smallest" if direction < 0 else "largest"
             warnings.warn(f"{who}: the discrepancy principle found no λ with ‖A x − y‖² = {rule.tau:g}·m·σ² "
                           f"(σ = {sigma:.4g}) between {math.exp(min(a, b)):.3g} and {math.exp(max(a, b)):.3g}; "

@@ -47,8 +47,8 @@ class PDHG(IterativeSolver):
 
     def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = True,
                  lower: float | None = None, upper: float | None = None, tau: float | None = None,
-                 sigma: float | None = None, x_like: torch.Tensor | None = None, max_iter: int = 500,
-                 tol: float = 1e-4, noise_level: float | None = None, **loop_options) -> None:
+                 sigma: float | None = None, x_like: torch.Tensor | None = None, max_iter: int = 2000,
+                 tol: float = 1e-3, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "PDHG", "y")
         self.parameter_rule = parameter_rule(lam, "PDHG")
@@ -129,7 +129,7 @@ class PDHG(IterativeSolver):
 
 def tv_reconstruct(A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor | str, *, isotropic: bool = True,
                    lower: float | None = None, upper: float | None = None, x0: torch.Tensor | None = None,
-                   tol: float = 1e-4, max_iter: int = 1000, noise_level: float | None = None,
+                   tol: float = 1e-3, max_iter: int = 2000, noise_level: float | None = None,
                    progress: bool = False) -> Result:
     """argmin_x ½‖A x − y‖² + lam·TV(x) (+ box) for any LinearOperator A, by PDHG; returns a `Result` whose
     history holds "objective", "relative_change" and, with a finite box, the certified relative "gap".
