@@ -91,18 +91,23 @@ class PnPADMM(IterativeSolver):
         A: any LinearOperator; y: measurements; prox: the denoiser D.
         rho: ADMM penalty ρ > 0 (larger = stronger regularisation with a fixed D), or "auto" /
             `Discrepancy(...)` / `SURE(...)`: chosen from `noise_level` (estimated from y when None) by a few
-            runs (see `imaging.solvers.parameter_choice`; the choice is `result.lam`).
+            runs (see `imaging.solvers.parameter_choice`; the choice is `result.lam`). None (default): "auto"
+            when `noise_level` is given, else 0.1. On train400 crops (LPN prox, 64², σ = 0.01 / 0.05) the
+            discrepancy choice is within 0.15 dB of the best ρ of a grid for inpainting and 4× SR, 0.9 dB below it
+            for deblurring at σ = 0.01, and above the grid's best at σ = 0.05.
         cg_iter, cg_tol: CG budget for the x-update (warm-started at the previous x).
         box: optional (lower, upper) clip of z after the prox (e.g. (0, 1) for images).
     """
 
     name = "PnP-ADMM"
 
-    def __init__(self, A: LinearOperator, y: torch.Tensor, prox: Prox, rho: float | str = 0.1, cg_iter: int = 30,
-                 cg_tol: float = 1e-5, box: tuple[float, float] | None = None, max_iter: int = 100,
+    def __init__(self, A: LinearOperator, y: torch.Tensor, prox: Prox, rho: float | str | None = None,
+                 cg_iter: int = 30, cg_tol: float = 1e-5, box: tuple[float, float] | None = None, max_iter: int = 100,
                  tol: float = 1e-4, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         _check_problem("PnPADMM", A, y, prox)
+        if rho is None:  # the default: from the noise level when it is given
+            rho = "auto" if noise_level is not None else 0.1
         self.parameter_rule = parameter_rule(rho, "PnPADMM", "rho")
         if self.parameter_rule is not None:
             self.noise_level = resolve_noise_level(noise_level, y, A, "PnPADMM")
