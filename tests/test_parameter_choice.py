@@ -179,3 +179,17 @@ def test_bad_parameters_are_named():
         PnPADMM(A, y, lambda v: v, rho="large")
     with pytest.raises(ValueError, match="'tau'"):
         Discrepancy(tau=0)
+
+
+def test_red_diff_lam_auto_searches_full_runs_from_one_start():
+    from imaging.priors.generative import DiffusionPrior
+
+    prior = DiffusionPrior.pretrained("natural")
+    A, x = Downsampling(2), picture(size=32).float()
+    y = noisy(A, x, 0.02)
+    result = RedDiff(prior, A, y, steps=10, lr=0.5, lam="auto", noise_level=0.02).run(warn=False)
+    search = result.parameter_search
+    assert search.criterion == "discrepancy" and 1 <= search.solves <= 15 and result.lam > 0
+    # the kept λ is the one whose misfit came closest to the target among those tried
+    closest = min(zip(search.lams, search.values), key=lambda p: abs(math.log(p[1] / search.target)))
+    assert result.lam == pytest.approx(closest[0])

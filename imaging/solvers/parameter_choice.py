@@ -113,10 +113,12 @@ def _misfit(A, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor | None], Result], A, y: torch.Tensor,
-                     rule, noise_level: float, guess: float, x0: torch.Tensor | None, who: str) -> Result:
+                     rule, noise_level: float, guess: float, x0: torch.Tensor | None, who: str,
+                     warm: bool = True) -> Result:
     """Run the search of `rule` over λ > 0 and return the `Result` at the chosen λ, with `lam` and
     `parameter_search` set. `solve(λ, warm_start, y_or_None)` solves the problem (for other measurements when the
-    third argument is given, which SURE needs) and returns its `Result`, run with warn=False."""
+    third argument is given, which SURE needs) and returns its `Result`, run with warn=False. `warm=False` starts
+    every solve from x0 (methods whose answer depends on the start, such as RED-Diff)."""
     if not (math.isfinite(guess) and guess > 0):
         guess = 1.0
     if rule == AUTO:  # SURE estimates the image error itself where A is the identity; elsewhere the discrepancy
@@ -124,15 +126,15 @@ def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor |
 
         rule = SURE() if isinstance(A, Identity) else Discrepancy()
     if isinstance(rule, Discrepancy):
-        return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who)
-    return _sure(solve, A, y, rule, noise_level, guess, x0, who)
+        return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who, warm)
+    return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm)
 
 
 class _Solves:
-    """Solves kept by log λ, each warm-started from the closest one before."""
+    """Solves kept by log λ, each warm-started from the closest one before (or all from x0: `warm=False`)."""
 
-    def __init__(self, solve, x0, search: ParameterSearch, limit: int) -> None:
-        self.solve, self.x0, self.search, self.limit = solve, x0, search, limit
+    def __init__(self, solve, x0, search: ParameterSearch, limit: int, warm: bool = True) -> None:
+        self.solve, self.x0, self.search, self.limit, self.warm = solve, x0, search, limit, warm
         self.results: dict[float, Result] = {}
         self.starts: dict[float, torch.Tensor | None] = {}
 
@@ -140,7 +142,7 @@ class _Solves:
         if log_lam in self.results:
             return self.results[log_lam]
         nearest = min(self.results, key=lambda k: abs(k - log_lam), default=None)
-        start = self.results[nearest].x if nearest is not None else self.x0
+        start = self.results[nearest].x if nearest is not None and self.warm else self.x0
         result = self.solve(math.exp(log_lam), start, None)
         self.search.solves += 1
         self.results[log_lam], self.starts[log_lam] = result, start
@@ -160,14 +162,16 @@ def _finish(result: Result, log_lam: float, search: ParameterSearch, who: str) -
     return result
 
 
-def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0, who: str) -> Result:
+def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0, who: str, warm: bool) -> Result:
     target = rule.tau * y[0].numel() * y.shape[0] * sigma ** 2
     search = ParameterSearch("discrepancy", sigma, target=target)
-    solves = _Solves(solve, x0, search, rule.max_solves)
+    solves = _Solves(solve, x0, search, rule.max_solves, warm)
     ln10, accept = math.log(10.0), math.log1p(rule.rtol)
 
+    misfits: dict[float, float] = {}
+
     def g(log_lam: float) -> float:  # log(misfit / target), increasing in λ
-        misfit = _misfit(A, solves(log_lam).x, y)
+        misfit = misfits[log_lam] = _misfit(A, solves(log_lam).x, y)
         search.lams.append(math.exp(log_lam))
         search.values.append(misfit)
         return math.log(max(misfit, 1e-300) / target)
@@ -179,11 +183,12 @@ def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0,
     origin, b, gb = a, a, ga
     while gb * ga > 0:
         if solves.exhausted or abs(b - origin) >= 5 * ln10:  # 5 decades from the first guess
-            end = "smallest" if direction < 0 else "largest"
+            closest = min(misfits, key=lambda k: abs(math.log(max(misfits[k], 1e-300) / target)))
             warnings.warn(f"{who}: the discrepancy principle found no λ with ‖A x − y‖² = {rule.tau:g}·m·σ² "
-                          f"(σ = {sigma:.4g}) between {math.exp(min(a, b)):.3g} and {math.exp(max(a, b)):.3g}; "
-                          f"keeping the {end} λ tried. Is noise_level right?", UserWarning, stacklevel=3)
-            return _finish(solves(b), b, search, who)
+                          f"(σ = {sigma:.4g}) between {math.exp(min(origin, b)):.3g} and "
+                          f"{math.exp(max(origin, b)):.3g}; keeping the λ whose misfit came closest "
+                          f"({math.exp(closest):.3g}). Is noise_level right?", UserWarning, stacklevel=3)
+            return _finish(solves(closest), closest, search, who)
         a, ga = b, gb
         b = b + direction * ln10
         gb = g(b)
@@ -215,9 +220,9 @@ def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0,
     return _finish(solves(best), best, search, who)
 
 
-def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str) -> Result:
+def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, warm: bool) -> Result:
     search = ParameterSearch("sure", sigma)
-    solves = _Solves(solve, x0, search, rule.max_solves)
+    solves = _Solves(solve, x0, search, rule.max_solves, warm)
     generator = torch.Generator().manual_seed(rule.seed)
     probe = torch.randn(y.shape, generator=generator, dtype=y.real.dtype)
     if y.is_complex():  # unit variance per real component; circular noise has σ²/2 per component
@@ -268,9 +273,9 @@ def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str) -> 
 
 
 def search_solver(make: Callable[[float, torch.Tensor], "object"], A, y: torch.Tensor, rule, noise_level: float,
-                  guess: float, x0: torch.Tensor | None, who: str) -> Result:
+                  guess: float, x0: torch.Tensor | None, who: str, warm: bool = True) -> Result:
     """`choose_parameter` for a solver class: `make(λ, y)` builds the solver for one λ (and measurements)."""
     def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
         return make(value, y if data is None else data).run(start, warn=False)
 
-    return choose_parameter(solve, A, y, rule, noise_level, guess, x0, who)
+    return choose_parameter(solve, A, y, rule, noise_level, guess, x0, who, warm)

@@ -21,6 +21,7 @@ from imaging.operators.base import Operator
 from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._variational import SeededNoise, check_measurement, schedule_check, squared_misfit, starting_image
 from imaging.solvers.base import IterativeSolver
+from imaging.solvers.parameter_choice import SURE, Discrepancy, parameter_rule, resolve_noise_level, search_solver
 
 
 def linear_weighting(r: float) -> float:
@@ -57,7 +58,9 @@ class RedDiff(IterativeSolver):
         steps: K timesteps (≤ T). lr: Adam step size. lam: λ, the prior weight relative to the data term; None
             (default): 3σ·n_x/n_y from `noise_level` σ (n_x pixels, n_y measurements per sample: the prior then
             weighs the same against the likelihood whatever the number of measurements; the factor 3 was chosen on
-            train400 crops over deblurring, inpainting, 4× SR and CS at σ = 0.01 and 0.05), else the paper's 0.25.
+            train400 crops over deblurring, inpainting, 4× SR and CS at σ = 0.01 and 0.05; CS prefers about 10),
+            else the paper's 0.25. "auto" (or `Discrepancy(...)`): a few full runs, each from the same start,
+            keeping the λ whose final data misfit is at the noise level (the discrepancy principle).
         obs_weight: w_obs. weighting: w(σ_t/α_t) (`linear_weighting`, `sqrt_weighting`, …, any float -> float).
         sigma_x0: std of the noise added to μ before diffusing (0 in the paper's setting).
         noise_level: σ of the measurement noise (per entry), if known. RED-Diff runs its whole schedule; it has
@@ -70,13 +73,20 @@ class RedDiff(IterativeSolver):
     name = "RED-Diff"
 
     def __init__(self, prior: DiffusionPrior, operator: Operator, y: torch.Tensor, *, steps: int = 100,
-                 lr: float = 0.25, lam: float | None = None, obs_weight: float = 1.0,
+                 lr: float = 0.25, lam: float | str | None = None, obs_weight: float = 1.0,
                  weighting: Callable[[float], float] = linear_weighting, sigma_x0: float = 0.0,
                  noise_level: float | None = None, seed: int | None = 0, **loop_options) -> None:
         if not isinstance(prior, DiffusionPrior):
             raise TypeError(f"RedDiff: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
         if not 1 <= steps <= prior.num_timesteps:
             raise ValueError(f"RedDiff: argument 'steps' must be in [1, {prior.num_timesteps}], got {steps}")
+        self.parameter_rule = None
+        if isinstance(lam, str) or isinstance(lam, (Discrepancy, SURE)):
+            self.parameter_rule = Discrepancy() if lam == "auto" else parameter_rule(lam, "RedDiff")
+            self.noise_level = resolve_noise_level(noise_level, y, operator, "RedDiff")
+            self.options = dict(steps=steps, lr=lr, obs_weight=obs_weight, weighting=weighting, sigma_x0=sigma_x0,
+                                seed=seed, **loop_options)
+            lam, noise_level = None, self.noise_level
         for name, value in (("lr", lr), ("lam", 0.0 if lam is None else lam), ("obs_weight", obs_weight),
                             ("sigma_x0", sigma_x0),
                             ("noise_level", 0.0 if noise_level is None else noise_level)):
@@ -89,6 +99,16 @@ class RedDiff(IterativeSolver):
         stride = prior.num_timesteps // steps
         self.timesteps = list(range(0, prior.num_timesteps, stride))[::-1][:steps]
         self.seed, self.noise_level = seed, noise_level
+
+    def search_parameter(self, x0: torch.Tensor | None):
+        guess = 3.0 * self.noise_level
+        with torch.no_grad():
+            start = starting_image(self.operator, self.y, x0, self.prior.image_range, "RedDiff")
+        guess *= start[0].numel() / self.y[0].numel()
+        return search_solver(lambda value, data: RedDiff(self.prior, self.operator, data, lam=value,
+                                                         noise_level=self.noise_level, **self.options),
+                             self.operator, self.y, self.parameter_rule, self.noise_level, guess, start, "RedDiff",
+                             warm=False)
 
     def prior_direction(self, mu: torch.Tensor, t: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w(σ_t/α_t)·(ε_θ(α_t μ + σ_t ε, t) − ε), ε_θ − ε): the stop-gradient prior direction (times λ/n_x it
