@@ -8,5 +8,6 @@ from imaging.solvers.pnp import PnPADMM, PnPPGD, relax
 from imaging.solvers.parameter_choice import SURE, Discrepancy, ParameterSearch
 from imaging.solvers.red_diff import RedDiff
 
-__all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "ParameterSearch", "CG", "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair",
-           "flow_velocity_error", "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]
+__all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "ParameterSearch", "CG",
+           "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair", "flow_velocity_error",
+           "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]

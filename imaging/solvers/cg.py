@@ -18,7 +18,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result
-from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level
+from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level, squared_norm
 
 
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -99,8 +99,7 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
         A(x0)  # lets operators with autograd-derived adjoints learn their input shape
     if rule is not None:
         sigma = resolve_noise_level(noise_level, y, A, "least_squares")
-        like = A.adjoint(y)
-        scale = A.norm(like.real if like.is_complex() else like) ** 2
+        scale = squared_norm(A, y)
 
         def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
             return _solve_normal(A, y if data is None else data, value, regulariser, start, tol, max_iter, False,

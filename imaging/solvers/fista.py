@@ -16,7 +16,7 @@ from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import batch_dot, check_finite
-from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
+from imaging.solvers.parameter_choice import prepare_search, search_solver
 
 
 class FISTA(IterativeSolver):
@@ -38,12 +38,10 @@ class FISTA(IterativeSolver):
                  max_iter: int = 200, tol: float = 1e-5, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "FISTA", "y")
-        self.parameter_rule = parameter_rule(lam, "FISTA")
-        if self.parameter_rule is not None:
-            self.noise_level = resolve_noise_level(noise_level, y, A, "FISTA")
-            self.options = dict(prior=prior, lower=lower, upper=upper, x_like=x_like, inner_tol=inner_tol,
-                                inner_max_iter=inner_max_iter, accelerated=accelerated, max_iter=max_iter, tol=tol,
-                                **loop_options)
+        options = dict(prior=prior, lower=lower, upper=upper, x_like=x_like, inner_tol=inner_tol,
+                       inner_max_iter=inner_max_iter, accelerated=accelerated, max_iter=max_iter, tol=tol,
+                       **loop_options)
+        if prepare_search(self, lam, y, A, noise_level, options, "FISTA"):
             lam = 0.0
         self.lam, self.prior = float(lam), prior if prior is not None else TotalVariation()
         self.lower, self.upper = lower, upper

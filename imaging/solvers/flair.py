@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from imaging.operators.base import LinearOperator, Operator
 from imaging.priors.generative import FlowPrior
-from imaging.solvers._variational import SeededNoise, check_measurement, schedule_check, squared_misfit, starting_image
+from imaging.solvers._variational import (SeededNoise, check_measurement, schedule_check, squared_misfit,
+                                          starting_image)
 from imaging.solvers.base import IterativeSolver
 from imaging.solvers.cg import CG
 

@@ -3,13 +3,13 @@ r"""Choosing the regularisation weight without the ground truth, from the noise 
 A solver given `lam="auto"` (or a rule below) and `noise_level=σ` (estimated by `imaging.estimate_noise` when not
 given) solves its problem for a handful of λ, warm-starting each solve from the nearest one before, and keeps one:
 
-- `Discrepancy(tau=1.0)` (what "auto" means, except for denoising): the discrepancy principle, λ with ‖A x̂_λ − y‖² = τ·m·σ² (m real
-  or complex entries in y, E|n_i|² = σ²). The misfit grows with λ, so this is a scalar root search in log λ:
-  bracketing by factors of 10 from a first guess, then regula falsi (Illinois) on log(misfit / target),
-  safeguarded by bisection, until the misfit is within `rtol` of the target.
-- `SURE()` (what "auto" means when A is the identity): Monte-Carlo SURE (Ramani, Blu and Unser 2008). For denoising (A the identity) it is an unbiased
-  estimate of the mean squared error ‖x̂_λ − x‖²; for any other A it estimates the prediction risk ‖A(x̂_λ − x)‖²
-  (the generalised SURE in the measurement domain):
+- `Discrepancy(tau=1.0)` (what "auto" means, except for denoising): the discrepancy principle, λ with
+  ‖A x̂_λ − y‖² = τ·m·σ² (m real or complex entries in y, E|n_i|² = σ²). The misfit grows with λ, so this is a
+  scalar root search in log λ: bracketing by factors of 10 from a first guess, then regula falsi (Illinois) on
+  log(misfit / target), safeguarded by bisection, until the misfit is within `rtol` of the target.
+- `SURE()` (what "auto" means when A is the identity): Monte-Carlo SURE (Ramani, Blu and Unser 2008). For
+  denoising it is an unbiased estimate of the mean squared error ‖x̂_λ − x‖²; for any other A it estimates the
+  prediction risk ‖A(x̂_λ − x)‖² (the generalised SURE in the measurement domain):
       R(λ) = ‖A x̂_λ − y‖² − m σ² + 2σ² bᵀ(A x̂_λ(y + εb) − A x̂_λ(y))/ε,   b ~ N(0, I),
   two solves per λ; minimised by golden-section search in log λ after bracketing.
 
@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from imaging.solvers._variational import squared_misfit
 from imaging.solvers.base import ConvergenceWarning, Result
 
 LOGGER = logging.getLogger("imaging")
@@ -109,7 +110,27 @@ def resolve_noise_level(noise_level: float | None, y: torch.Tensor, A, who: str)
 
 def _misfit(A, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return float((A(x) - y).abs().pow(2).sum())
+        return float(squared_misfit(A, x, y).sum())
+
+
+def squared_norm(A, y: torch.Tensor) -> float:
+    """‖A‖² on images shaped like Aᴴy (its real part for complex measurements of real images): a λ scale."""
+    like = A.adjoint(y)
+    return A.norm(like.real if like.is_complex() else like) ** 2
+
+
+def prepare_search(solver, value, y: torch.Tensor, A, noise_level: float | None, options: dict, who: str,
+                   name: str = "lam", auto=AUTO) -> bool:
+    """Set `solver.parameter_rule` from `value` (None for a number); for a rule also `solver.noise_level` and
+    `solver.options` (what every solve of the search is built with). `auto` is what "auto" means for this solver.
+    Returns whether `run` will search."""
+    rule = parameter_rule(value, who, name)
+    solver.parameter_rule = auto if rule == AUTO else rule
+    if rule is None:
+        return False
+    solver.noise_level = resolve_noise_level(noise_level, y, A, who)
+    solver.options = options
+    return True
 
 
 def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor | None], Result], A, y: torch.Tensor,

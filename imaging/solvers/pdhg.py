@@ -28,7 +28,7 @@ from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
 from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import batch_dot, check_finite
-from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
+from imaging.solvers.parameter_choice import prepare_search, search_solver
 
 
 class PDHG(IterativeSolver):
@@ -51,11 +51,9 @@ class PDHG(IterativeSolver):
                  tol: float = 1e-3, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "PDHG", "y")
-        self.parameter_rule = parameter_rule(lam, "PDHG")
-        if self.parameter_rule is not None:
-            self.noise_level = resolve_noise_level(noise_level, y, A, "PDHG")
-            self.options = dict(isotropic=isotropic, lower=lower, upper=upper, tau=tau, sigma=sigma, x_like=x_like,
-                                max_iter=max_iter, tol=tol, **loop_options)
+        options = dict(isotropic=isotropic, lower=lower, upper=upper, tau=tau, sigma=sigma, x_like=x_like,
+                       max_iter=max_iter, tol=tol, **loop_options)
+        if prepare_search(self, lam, y, A, noise_level, options, "PDHG"):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         if lower is not None and upper is not None and lower > upper:
             raise ValueError(f"PDHG: argument 'lower' ({lower}) must be <= 'upper' ({upper})")

@@ -30,7 +30,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result
 from imaging.solvers.cg import CG, batch_dot, check_finite
-from imaging.solvers.parameter_choice import parameter_rule, resolve_noise_level, search_solver
+from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
 Prox = Callable[[torch.Tensor], torch.Tensor]
 
@@ -108,10 +108,8 @@ class PnPADMM(IterativeSolver):
         _check_problem("PnPADMM", A, y, prox)
         if rho is None:  # the default: from the noise level when it is given
             rho = "auto" if noise_level is not None else 0.1
-        self.parameter_rule = parameter_rule(rho, "PnPADMM", "rho")
-        if self.parameter_rule is not None:
-            self.noise_level = resolve_noise_level(noise_level, y, A, "PnPADMM")
-            self.options = dict(cg_iter=cg_iter, cg_tol=cg_tol, box=box, max_iter=max_iter, tol=tol, **loop_options)
+        options = dict(cg_iter=cg_iter, cg_tol=cg_tol, box=box, max_iter=max_iter, tol=tol, **loop_options)
+        if prepare_search(self, rho, y, A, noise_level, options, "PnPADMM", "rho"):
             rho = 1.0
         if not rho > 0:
             raise ValueError(f"PnPADMM: argument 'rho' must be positive, got {rho}")
@@ -119,8 +117,7 @@ class PnPADMM(IterativeSolver):
         self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
-        like = self.A.adjoint(self.y)
-        guess = 100 * self.noise_level ** 2 * self.A.norm(like.real if like.is_complex() else like) ** 2
+        guess = 100 * self.noise_level ** 2 * squared_norm(self.A, self.y)
         return search_solver(lambda value, data: PnPADMM(self.A, data, self.prox, value, **self.options), self.A,
                              self.y, self.parameter_rule, self.noise_level, guess, x0, "PnPADMM")
 
@@ -134,7 +131,8 @@ class PnPADMM(IterativeSolver):
 
     def step(self, state):
         x, z, u = state
-        solve = CG(self._normal, self.adjoint_y + self.rho * (z - u), max_iter=self.cg_iter, tol=self.cg_tol).run(x, warn=False)
+        solve = CG(self._normal, self.adjoint_y + self.rho * (z - u), max_iter=self.cg_iter,
+                   tol=self.cg_tol).run(x, warn=False)
         x = solve.x
         z_new = _clip(apply_prox(self.prox, x + u, "PnPADMM"), self.box)
         u = u + x - z_new

@@ -19,9 +19,10 @@ import torch
 
 from imaging.operators.base import Operator
 from imaging.priors.generative import DiffusionPrior
-from imaging.solvers._variational import SeededNoise, check_measurement, schedule_check, squared_misfit, starting_image
+from imaging.solvers._variational import (SeededNoise, check_measurement, schedule_check, squared_misfit,
+                                          starting_image)
 from imaging.solvers.base import IterativeSolver
-from imaging.solvers.parameter_choice import SURE, Discrepancy, parameter_rule, resolve_noise_level, search_solver
+from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver
 
 
 def linear_weighting(r: float) -> float:
@@ -80,12 +81,10 @@ class RedDiff(IterativeSolver):
             raise TypeError(f"RedDiff: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
         if not 1 <= steps <= prior.num_timesteps:
             raise ValueError(f"RedDiff: argument 'steps' must be in [1, {prior.num_timesteps}], got {steps}")
-        self.parameter_rule = None
-        if isinstance(lam, str) or isinstance(lam, (Discrepancy, SURE)):
-            self.parameter_rule = Discrepancy() if lam == "auto" else parameter_rule(lam, "RedDiff")
-            self.noise_level = resolve_noise_level(noise_level, y, operator, "RedDiff")
-            self.options = dict(steps=steps, lr=lr, obs_weight=obs_weight, weighting=weighting, sigma_x0=sigma_x0,
-                                seed=seed, **loop_options)
+        options = dict(steps=steps, lr=lr, obs_weight=obs_weight, weighting=weighting, sigma_x0=sigma_x0, seed=seed,
+                       **loop_options)
+        if prepare_search(self, 0.0 if lam is None else lam, y, operator, noise_level, options, "RedDiff",
+                          auto=Discrepancy()):
             lam, noise_level = None, self.noise_level
         for name, value in (("lr", lr), ("lam", 0.0 if lam is None else lam), ("obs_weight", obs_weight),
                             ("sigma_x0", sigma_x0),
@@ -100,15 +99,17 @@ class RedDiff(IterativeSolver):
         self.timesteps = list(range(0, prior.num_timesteps, stride))[::-1][:steps]
         self.seed, self.noise_level = seed, noise_level
 
+    def default_lam(self, x0: torch.Tensor) -> float:
+        """3σ·n_x/n_y with the noise level σ, else the paper's 0.25 (see `lam`)."""
+        return 3.0 * self.noise_level * x0[0].numel() / self.y[0].numel() if self.noise_level else 0.25
+
     def search_parameter(self, x0: torch.Tensor | None):
-        guess = 3.0 * self.noise_level
         with torch.no_grad():
             start = starting_image(self.operator, self.y, x0, self.prior.image_range, "RedDiff")
-        guess *= start[0].numel() / self.y[0].numel()
         return search_solver(lambda value, data: RedDiff(self.prior, self.operator, data, lam=value,
                                                          noise_level=self.noise_level, **self.options),
-                             self.operator, self.y, self.parameter_rule, self.noise_level, guess, start, "RedDiff",
-                             warm=False)
+                             self.operator, self.y, self.parameter_rule, self.noise_level, self.default_lam(start),
+                             start, "RedDiff", warm=False)
 
     def prior_direction(self, mu: torch.Tensor, t: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(w(σ_t/α_t)·(ε_θ(α_t μ + σ_t ε, t) − ε), ε_θ − ε): the stop-gradient prior direction (times λ/n_x it
@@ -121,8 +122,7 @@ class RedDiff(IterativeSolver):
         x0 = starting_image(self.operator, self.y, x0, self.prior.image_range, "RedDiff")
         self.prior.check_image(x0, "RedDiff", "x0")
         if self.lam is None:
-            ratio = x0[0].numel() / self.y[0].numel()
-            self.lam = 3.0 * self.noise_level * ratio if self.noise_level else 0.25
+            self.lam = self.default_lam(x0)
         mu = self.prior.to_model(x0).clone().requires_grad_(True)
         optimizer = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
         return {"mu": mu, "optimizer": optimizer, "noise": SeededNoise(self.seed), "k": 0}
@@ -149,4 +149,3 @@ class RedDiff(IterativeSolver):
 
     def estimate(self, state) -> torch.Tensor:
         return self.prior.to_image(state["mu"].detach())
-
