@@ -1,4 +1,5 @@
 """Solvers, one algorithm per file, all returning `Result(x, history, n_iter, converged)` from `run(x0)`."""
+from imaging.solvers.accelerated_gradient import AcceleratedGradient
 from imaging.solvers.base import ConvergenceWarning, IterativeSolver, Result
 from imaging.solvers.cg import CG, least_squares
 from imaging.solvers.fista import FISTA
@@ -9,5 +10,5 @@ from imaging.solvers.parameter_choice import SURE, Discrepancy, ParameterSearch
 from imaging.solvers.red_diff import RedDiff
 
 __all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "ParameterSearch", "CG",
-           "least_squares", "PDHG", "FISTA", "tv_reconstruct", "RedDiff", "Flair", "flow_velocity_error",
+           "least_squares", "PDHG", "FISTA", "AcceleratedGradient", "tv_reconstruct", "RedDiff", "Flair", "flow_velocity_error",
            "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]
