@@ -75,7 +75,7 @@ def test_red_diff_prior_step_matches_gaussian_pull(scheduler):
 def test_flair_prior_step_matches_gaussian_pull():
     """E_ε[v*(t ε + (1 − t) μ, t) − (ε − μ)] = t (μ − m) / ((1 − t)² s² + t²) without trajectory adjustment."""
     prior = FlowPrior(gaussian_velocity, None, model_range=(-1, 1))
-    solver = Flair(prior, Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), steps=5)
+    solver = Flair(prior, Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), steps=5, noise_level=0.005)
     gen = torch.Generator().manual_seed(1)
     mu = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4).expand(SAMPLES, 1, 4, 4)
     for t in (0.2, 0.5, 0.8, 0.98):
@@ -128,7 +128,7 @@ def test_gaussian_prior_alone_pulls_to_the_mean(scheduler, solver):
         result = RedDiff(prior, op, y, steps=100, obs_weight=0.0, lam=1.0, lr=0.05).run(start)
     else:
         prior = FlowPrior(gaussian_velocity, None)
-        result = Flair(prior, op, y, steps=50, data_steps=0).run(start)
+        result = Flair(prior, op, y, steps=50, data_steps=0, noise_level=0.005).run(start)
     # single-sample steps leave a per-pixel spread (Adam's of about lr); their image average is pulled to m
     assert abs(float(prior.to_model(result.x).mean()) - MEAN) < 0.3 * (0.9 - MEAN)
 
@@ -208,14 +208,14 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     mask = (torch.rand(1, 1, 8, 8, generator=gen) > 0.4).float()
     op = Inpainting(mask)
     y = op(x)
-    result = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1).run()
+    result = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
     assert result.x.shape == x.shape and result.n_iter == 6
     assert set(result.history) == {"t", "data_rms", "prior_loss", "data_steps"}
     assert result.history["t"][0] < 1 and result.history["t"][-1] > 0.18
     # the decoupled data steps lower the residual below the one after the prior step alone
-    no_data = Flair(prior, op, y, steps=6, data_steps=0, seed=1).run()
+    no_data = Flair(prior, op, y, steps=6, data_steps=0, seed=1, noise_level=0.005).run()
     assert result.history["data_rms"][-1] < no_data.history["data_rms"][-1]
-    again = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1).run()
+    again = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
     assert torch.equal(result.x, again.x)
     # the pixel-space refinement with the decoder's error restores the measured pixels the decoder cannot represent
     plain = Flair(prior, op, y, steps=3, noise_level=0.01, seed=2).run()
@@ -230,9 +230,9 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     assert every.history["data_steps"] == [6.0, 6.0, 6.0] and sum(stalled.history["data_steps"]) < 18
     assert every.history["data_rms"][-1] < no_data.history["data_rms"][-1]
     with pytest.raises(ValueError, match="'min_decrease'"):
-        Flair(prior, op, y, min_decrease=1.0)
+        Flair(prior, op, y, min_decrease=1.0, noise_level=0.005)
     for options in ({"trajectory_adjustment": False}, {"decoupled": False}, {"weights": torch.rand(100) + 0.5}):
-        ablation = Flair(prior, op, y, steps=4, **options).run()
+        ablation = Flair(prior, op, y, steps=4, **options, noise_level=0.005).run()
         assert bool(torch.isfinite(ablation.x).all())
 
 
@@ -241,8 +241,20 @@ def test_flair_custom_operator_pixel_space_flow_and_unet_velocity():
     prior = FlowPrior(tiny_unet(), None)
     x = faces()
     op = Crop()
-    result = Flair(prior, op, op(x), steps=5, data_steps=3).run()
+    result = Flair(prior, op, op(x), steps=5, data_steps=3, noise_level=0.005).run()
     assert result.x.shape == x.shape and bool(torch.isfinite(result.x).all())
+
+
+def test_flair_noise_level_is_estimated_or_asked_for():
+    """Without noise_level FLAIR estimates σ from y (here from the missing pixels); where it cannot (a small image
+    seen through a forward-only operator), it says that σ must be given."""
+    prior = FlowPrior(tiny_unet(), None)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    op = Inpainting((torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(6)) > 0.5).float())
+    y = op(x) + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
+    assert Flair(prior, op, y, steps=2).noise_level == pytest.approx(0.05, rel=0.2)
+    with pytest.raises(ValueError, match="Flair: argument 'noise_level' was not given"):
+        Flair(prior, Crop(), Crop()(faces()), steps=2)
 
 
 def test_bad_input_gives_clear_errors(scheduler, tmp_path):

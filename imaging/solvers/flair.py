@@ -30,6 +30,7 @@ from imaging.solvers._variational import (SeededNoise, check_measurement, schedu
                                           starting_image)
 from imaging.solvers.base import IterativeSolver
 from imaging.solvers.cg import CG
+from imaging.solvers.parameter_choice import resolve_noise_level
 
 
 class Flair(IterativeSolver):
@@ -45,7 +46,8 @@ class Flair(IterativeSolver):
         lr_prior: η_R. lr_data: η_D, the paper's fixed data step (to be tuned per operator and image size), or
             None (default) for the Polyak step s²(‖r‖² − nσ²)/‖∇‖², which aims each data step at the noise level
             and needs no tuning. data_steps: J (0: no data steps). noise_level: σ, the data steps stop once the
-            RMS residual (image units) reaches it. min_decrease: a sample's data steps also stop once one step
+            RMS residual (image units) reaches it; None: estimated from y by `imaging.estimate_noise` (an error
+            asks for it where y is not image-shaped and A leaves no entry unobserved); 0: fit y as far as J allows. min_decrease: a sample's data steps also stop once one step
             lowered its misfit by less than this fraction (the decoder cannot fit y any closer; 0: never).
         trajectory_adjustment: mix the predicted noise x̂₁ into ε (DTA); False draws ε afresh.
         decoupled: data steps in their own loop after the prior step (HDC); False takes one data gradient step
@@ -62,7 +64,8 @@ class Flair(IterativeSolver):
 
     def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
                  t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
-                 lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15, noise_level: float = 0.005,
+                 lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15,
+                 noise_level: float | None = None,
                  min_decrease: float = 0.01, trajectory_adjustment: bool = True, decoupled: bool = True,
                  decoder_error: float | None = None, seed: int | None = 0, **loop_options) -> None:
         if not isinstance(prior, FlowPrior):
@@ -70,7 +73,8 @@ class Flair(IterativeSolver):
         if steps < 1 or not 0 <= t_min < 1:
             raise ValueError(f"Flair: need steps >= 1 and t_min in [0, 1), got {steps} and {t_min}")
         for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior),
-                            ("lr_data", 0.0 if lr_data is None else lr_data), ("noise_level", noise_level)):
+                            ("lr_data", 0.0 if lr_data is None else lr_data),
+                            ("noise_level", 0.0 if noise_level is None else noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Flair: argument '{name}' must be finite and >= 0, got {value}")
         if not 0 <= min_decrease < 1:
@@ -78,6 +82,11 @@ class Flair(IterativeSolver):
         if weights is not None and (weights.dim() != 1 or not bool(torch.isfinite(weights).all())
                                     or not bool((weights >= 0).all())):
             raise ValueError("Flair: argument 'weights' must be a 1-D curve of finite non-negative weights")
+        if decoder_error is not None and not (isinstance(operator, LinearOperator) and decoder_error > 0
+                                              and noise_level != 0):
+            raise ValueError("Flair: argument 'decoder_error' needs a LinearOperator and decoder_error, noise_level > 0")
+        if noise_level is None:  # estimated from y (and A), or a clear error asking for it
+            noise_level = resolve_noise_level(None, check_measurement(operator, y, "Flair"), operator, "Flair")
         super().__init__(max_iter=steps, **loop_options)
         self.prior, self.operator = prior, operator
         self.y = check_measurement(operator, y, "Flair")
@@ -87,9 +96,6 @@ class Flair(IterativeSolver):
         self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
         self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
         self.min_decrease = min_decrease
-        if decoder_error is not None and not (isinstance(operator, LinearOperator) and decoder_error > 0
-                                              and noise_level > 0):
-            raise ValueError("Flair: argument 'decoder_error' needs a LinearOperator and decoder_error, noise_level > 0")
         self.decoder_error = decoder_error
 
     def weight(self, t: float) -> float:

@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from imaging.operators.base import LinearOperator
+from imaging.operators.noise import estimate_noise
 from imaging.solvers._variational import squared_misfit
 from imaging.solvers.base import ConvergenceWarning, Result
 
@@ -97,9 +99,11 @@ def parameter_rule(lam, who: str, name: str = "lam"):
 def resolve_noise_level(noise_level: float | None, y: torch.Tensor, A, who: str) -> float:
     """σ as given (checked positive and finite), else estimated from y (and A) by `estimate_noise`."""
     if noise_level is None:
-        from imaging.operators.noise import estimate_noise
-
-        sigma = estimate_noise(y, A)
+        try:
+            sigma = estimate_noise(y, A if isinstance(A, LinearOperator) else None)
+        except ValueError as error:
+            raise ValueError(f"{who}: argument 'noise_level' was not given and could not be estimated from y "
+                             f"({error})") from None
         LOGGER.info("%s: noise_level not given; estimated σ = %.4g from y", who, sigma)
         return sigma
     if not (isinstance(noise_level, (int, float)) and math.isfinite(noise_level) and noise_level > 0):
