@@ -32,7 +32,7 @@ import imaging
 from _tasks import SHARED, held_out, operator
 from _tasks import training_crops as tuning_crops
 from _timing import PeakMemory
-from imaging.metrics import psnr, ssim
+from imaging.metrics import oracle, psnr, ssim
 from imaging.operators import GaussianNoise
 
 NOISE = 0.01
@@ -60,15 +60,11 @@ def methods(steps: int) -> dict:
 
 
 def tv_oracle(A, y, truth):
-    best = None
-    for lam in TV_GRID:
-        with warnings.catch_warnings():  # a fixed budget of 500 iterations per λ
-            warnings.simplefilter("ignore", imaging.ConvergenceWarning)
-            x = imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-4, max_iter=500).x
-        score = float(psnr(x.clamp(0, 1), truth).mean())
-        if best is None or score > best[0]:
-            best = (score, lam, x)
-    return best[2], best[1]
+    with warnings.catch_warnings():  # a fixed budget of 500 iterations per λ
+        warnings.simplefilter("ignore", imaging.ConvergenceWarning)
+        x, lam, _ = oracle(lambda lam: imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-4,
+                                                              max_iter=500), TV_GRID, truth)
+    return x, lam
 
 
 def measure(truth: torch.Tensor, tasks, runs: dict, settings: dict, with_tv: bool = True) -> dict:

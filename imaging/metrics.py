@@ -1,4 +1,5 @@
-"""Image-quality metrics, batched: thin wrappers over scikit-image. Inputs (N, C, H, W); one value per sample."""
+"""Image-quality metrics, batched: thin wrappers over scikit-image. Inputs (N, C, H, W); one value per sample.
+`oracle` picks the parameter value of a reconstruction that scores best against the truth (for baselines)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +29,20 @@ def ssim(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> t
     return torch.tensor([structural_similarity(r, a, data_range=data_range, channel_axis=0, gaussian_weights=True,
                                                sigma=1.5, use_sample_covariance=False)
                          for a, r in _pairs(x, reference, "ssim")])
+
+
+def oracle(solve, values, reference: torch.Tensor, metric=psnr) -> tuple[torch.Tensor, object, float]:
+    """(x, value, score) for the value of a parameter whose reconstruction `solve(value)` (an (N, C, H, W) tensor, or
+    anything with `.x`) scores best against the truth, by the mean `metric` over the batch (clamped to [0, 1] for
+    scoring). An oracle: it needs the ground truth, so it is a baseline's upper bound, not a way to choose λ for a
+    measurement (for that, lam="auto" with the noise level)."""
+    best = None
+    for value in values:
+        x = solve(value)
+        x = getattr(x, "x", x)
+        score = float(metric(x.clamp(0, 1) if not x.is_complex() else x, reference).mean())
+        if best is None or score > best[2]:
+            best = (x, value, score)
+    if best is None:
+        raise ValueError("oracle: argument 'values' is empty")
+    return best
