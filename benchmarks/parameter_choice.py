@@ -2,7 +2,8 @@
 
 For each task of the operator catalogue (`_tasks.py`: denoising, deblurring, 4× SR, 50 % inpainting, 30 % CS,
 4× MRI, CT 60 angles, a user-written forward-only operator), noise σ = 0.005 / 0.01 / 0.05 and each held-out
-picture, TV (`tv_reconstruct`, box [0, 1]) and Tikhonov smoothing (`least_squares` with R = finite differences)
+picture, TV (`tv_reconstruct`, box [0, 1]), Tikhonov smoothing (`least_squares` with R = finite differences) and
+the shipped field of experts (`AcceleratedGradient` with `FieldOfExperts.pretrained("denoise-sigma25")`, box [0, 1])
 are solved
 - over a dense grid of λ (19 values, factor 1.47 apart, scaled by σ‖A‖²), keeping the best PSNR per picture: an
   oracle, since it needs the truth;
@@ -28,14 +29,25 @@ import imaging
 from _tasks import SHARED, TASKS, held_out, operator, training_crops
 from imaging.metrics import psnr
 from imaging.operators import FiniteDifference, GaussianNoise
-from imaging.solvers import ConvergenceWarning, Discrepancy
+from imaging.priors import FieldOfExperts
+from imaging.solvers import AcceleratedGradient, ConvergenceWarning, Discrepancy
 
 NOISES = (0.005, 0.01, 0.05)
 GRID = np.geomspace(10 ** -2.5, 10 ** 0.5, 19)  # times σ‖A‖²
-METHODS = ("tv", "tikhonov")
+METHODS = ("tv", "tikhonov", "foe")
+FOE_SIGMA = 25 / 255  # the shipped field of experts was learned for denoising at this σ with weight 1
+_FOE = []
+
+
+def foe() -> FieldOfExperts:
+    if not _FOE:
+        _FOE.append(FieldOfExperts.pretrained("denoise-sigma25"))
+    return _FOE[0]
 
 
 def solve(method: str, A, y: torch.Tensor, lam, sigma: float | None) -> imaging.solvers.Result:
+    if method == "foe":
+        return AcceleratedGradient(A, y, foe(), lam, box=(0.0, 1.0), tol=1e-5, max_iter=1000, noise_level=sigma).run()
     if method == "tv":
         return imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-4, max_iter=1000, noise_level=sigma)
     return imaging.least_squares(A, y, lam, regulariser=FiniteDifference(), tol=1e-6, max_iter=300,
@@ -73,7 +85,10 @@ def run(pictures: torch.Tensor, tasks, noises, methods, tau: float | None) -> di
                 scale = sigma * A.norm(like.real if like.is_complex() else like) ** 2
                 for method in methods:
                     start = time.perf_counter()
-                    best, best_lam = grid_best(method, A, y, truth, scale)
+                    # the field of experts' λ scales like σ² (its energy is a negative log-prior times σ_0²):
+                    # its grid spans 0.03–30 × (σ/σ_0)²‖A‖²
+                    best, best_lam = grid_best(method, A, y, truth, scale if method != "foe" else
+                                               10 * scale * sigma / FOE_SIGMA ** 2)
                     auto = solve(method, A, y, rule, sigma)
                     entry = {"oracle_psnr": best, "oracle_lam": best_lam, "auto_psnr": score(auto.x, truth),
                              "auto_lam": auto.lam, "auto_solves": auto.parameter_search.solves}
