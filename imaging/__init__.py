@@ -7,6 +7,6 @@ from imaging import _ext, ops  # noqa: F401  (loads the compiled ops and registe
 from imaging import operators, priors, solvers, testing  # noqa: F401
 from imaging.operators import estimate_noise  # noqa: F401
 from imaging.priors import tv_denoise  # noqa: F401
-from imaging.solvers import SURE, ConvergenceWarning, Discrepancy, least_squares, tv_reconstruct  # noqa: F401
+from imaging.solvers import GSURE, SURE, ConvergenceWarning, Discrepancy, least_squares, tv_reconstruct  # noqa: F401
 
 __version__ = "0.1.0"

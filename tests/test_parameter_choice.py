@@ -158,6 +158,37 @@ def test_sure_for_denoising_is_close_to_the_oracle():
     assert psnr(result.x, x).item() > best - 0.3
 
 
+@pytest.mark.filterwarnings("ignore::imaging.ConvergenceWarning")  # a fixed budget for the small λ
+@pytest.mark.parametrize("A", [Inpainting.random((1, 1, 40, 40), 0.5, seed=3), Downsampling(2, "box"),
+                               MRI(cartesian_mask((40, 40), 4, seed=7))], ids=["inpainting", "sr2", "mri"])
+def test_gsure_tracks_the_projected_error(A):
+    """GSURE + ‖P x‖² follows the true projected error ‖P(x̂_λ − x)‖² over the λ it tries (up to the Monte-Carlo
+    error of its one probe, the same for every λ), and its choice is close to the best of those λ."""
+    x, sigma = picture("camera", 40), 0.03
+    y = noisy(A, x, sigma)
+    options = dict(lower=0, upper=1, max_iter=1000, tol=1e-5)
+    result = imaging.tv_reconstruct(A, y, imaging.GSURE(max_solves=14), noise_level=sigma, **options)
+    search = result.parameter_search
+    assert search.criterion == "gsure" and search.solves <= 14 + 1
+
+    def normal(v):
+        w = A.adjoint(A(v))
+        return w.real if w.is_complex() else w
+
+    def project(v):
+        return CG(normal, normal(v), max_iter=500, tol=1e-10).run(warn=False).x
+
+    offset = float(project(x).pow(2).sum())
+    lams = sorted(set(search.lams))[::2]
+    errors = [float(project(imaging.tv_reconstruct(A, y, lam, **options).x - x).pow(2).sum()) for lam in lams]
+    estimates = [search.values[search.lams.index(lam)] + offset for lam in lams]
+    gaps = [e - t for e, t in zip(estimates, errors)]
+    assert max(gaps) - min(gaps) < 0.25 * (max(errors) - min(errors)) + 0.1 * min(errors)
+    best = min(errors)
+    chosen = float(project(result.x - x).pow(2).sum())
+    assert chosen <= 1.15 * best
+
+
 def test_pnp_strength_auto():
     A, x, sigma = Inpainting.random((1, 1, 48, 48), 0.6, seed=1), picture(size=48), 0.02
     y = noisy(A, x, sigma)

@@ -6,9 +6,9 @@ from imaging.solvers.fista import FISTA
 from imaging.solvers.flair import Flair, calibrated_weights, flow_velocity_error
 from imaging.solvers.pdhg import PDHG, tv_reconstruct
 from imaging.solvers.pnp import PnPADMM, PnPPGD, relax
-from imaging.solvers.parameter_choice import SURE, Discrepancy, ParameterSearch
+from imaging.solvers.parameter_choice import GSURE, SURE, Discrepancy, ParameterSearch
 from imaging.solvers.red_diff import RedDiff
 
-__all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "ParameterSearch", "CG",
+__all__ = ["IterativeSolver", "Result", "ConvergenceWarning", "Discrepancy", "SURE", "GSURE", "ParameterSearch", "CG",
            "least_squares", "PDHG", "FISTA", "AcceleratedGradient", "tv_reconstruct", "RedDiff", "Flair", "flow_velocity_error",
            "calibrated_weights", "PnPADMM", "PnPPGD", "relax"]

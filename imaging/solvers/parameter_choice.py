@@ -12,6 +12,9 @@ given) solves its problem for a handful of λ, warm-starting each solve from the
   prediction risk ‖A(x̂_λ − x)‖² (the generalised SURE in the measurement domain):
       R(λ) = ‖A x̂_λ − y‖² − m σ² + 2σ² bᵀ(A x̂_λ(y + εb) − A x̂_λ(y))/ε,   b ~ N(0, I),
   two solves per λ; minimised by golden-section search in log λ after bracketing.
+- `GSURE()`: generalised SURE (Eldar 2009), the projected image error ‖P(x̂_λ − x)‖² (P the projection on the range
+  of Aᴴ) instead of the prediction error, through the pseudo-inverse (CG): for masks, k-space sampling, CS with
+  orthonormal rows and down-sampling by averaging (well-conditioned A Aᴴ), not for blur. Same search as SURE.
 
 The result records the choice: `Result.lam` (the chosen value) and `Result.parameter_search` (a `ParameterSearch`:
 criterion, the λ tried in order, the criterion's values, the number of solves).
@@ -60,6 +63,19 @@ class SURE:
     seed: int = 913_766_201
     xtol: float = 1.3
     max_solves: int = 30
+
+
+@dataclass(frozen=True)
+class GSURE(SURE):
+    """Generalised SURE (Eldar 2009): an unbiased estimate of the projected image error ‖P(x̂_λ − x)‖² (P the
+    projection on the range of Aᴴ, what the measurements can tell about x) instead of the prediction error.
+    It needs the pseudo-inverse (by CG, to `cg_tol`), so it applies where A Aᴴ is well conditioned: masks,
+    sampled k-space, compressed sensing with orthonormal rows, down-sampling by averaging; with blur the
+    pseudo-inverse amplifies the noise and the estimate is useless (use `Discrepancy`). Like `SURE`, it assumes
+    the estimate depends on y through Aᴴy (true of every regularised least-squares solver)."""
+
+    cg_tol: float = 1e-8
+    cg_max_iter: int = 500
 
 
 @dataclass
@@ -152,7 +168,8 @@ def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor |
         rule = SURE() if isinstance(A, Identity) else Discrepancy()
     if isinstance(rule, Discrepancy):
         return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who, warm)
-    return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm)
+    risk = _gsure_risk if isinstance(rule, GSURE) else _sure_risk
+    return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm, risk)
 
 
 class _Solves:
@@ -245,27 +262,78 @@ def _discrepancy(solve, A, y, rule: Discrepancy, sigma: float, guess: float, x0,
     return _finish(solves(best), best, search, who)
 
 
-def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, warm: bool) -> Result:
-    search = ParameterSearch("sure", sigma)
-    solves = _Solves(solve, x0, search, rule.max_solves, warm)
-    generator = torch.Generator().manual_seed(rule.seed)
-    probe = torch.randn(y.shape, generator=generator, dtype=y.real.dtype)
-    if y.is_complex():  # unit variance per real component; circular noise has σ²/2 per component
-        probe = torch.complex(probe, torch.randn(y.shape, generator=generator, dtype=y.real.dtype))
-    probe = probe.to(y.device)
+def _probe(shape, like: torch.Tensor, seed: int, complex_: bool) -> torch.Tensor:
+    """b ~ N(0, I), unit variance per real component, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.randn(shape, generator=generator, dtype=like.real.dtype)
+    if complex_:  # unit variance per real component; circular noise has σ²/2 per component
+        probe = torch.complex(probe, torch.randn(shape, generator=generator, dtype=like.real.dtype))
+    return probe.to(like.device)
+
+
+def _sure_risk(solve, solves, A, y: torch.Tensor, rule: SURE, sigma: float) -> Callable[[float], float]:
+    """Monte-Carlo SURE of the prediction error ‖A(x̂_λ − x)‖² (the image error where A is the identity), up to a
+    constant: ‖A x̂ − y‖² − mσ² + 2σ² bᵀ(A x̂(y + εb) − A x̂(y))/ε."""
+    probe = _probe(y.shape, y, rule.seed, y.is_complex())
     per_component = sigma ** 2 / 2 if y.is_complex() else sigma ** 2
     eps = rule.epsilon * sigma
     m = y.numel()
 
     def risk(log_lam: float) -> float:
         result = solves(log_lam)
+        fitted = A(result.x)
+        # the same start as the unperturbed solve: their solver errors cancel in the finite difference
+        perturbed = solve(math.exp(log_lam), solves.starts[log_lam], y + eps * probe)
+        solves.search.solves += 1
+        divergence = float((probe.conj() * (A(perturbed.x) - fitted)).real.sum()) / eps
+        return float((fitted - y).abs().pow(2).sum()) - m * sigma ** 2 + 2 * per_component * divergence
+
+    return risk
+
+
+def _gsure_risk(solve, solves, A, y: torch.Tensor, rule: GSURE, sigma: float) -> Callable[[float], float]:
+    """Monte-Carlo GSURE of ‖P(x̂_λ − x)‖², up to the constant ‖P x‖²: with N = Re AᴴA (real images) and the
+    pseudo-inverse N⁺ by CG from zero (on right-hand sides in N's range),
+        ‖P x̂‖² − 2⟨x̂, x_LS⟩ + 2σ² bᵀ(x̂(y + εδ) − x̂(y))/ε,   x_LS = N⁺ Aᴴy,  δ = A N⁺ P b,  b ~ N(0, I)
+    (σ² per real component): the perturbation δ moves Aᴴy by ε P b, so the finite difference is the Jacobian of
+    x̂ in Aᴴy along b, whose trace weighted by σ² is the divergence term of Eldar's estimator."""
+    from imaging.solvers.cg import CG
+
+    real = lambda t: t.real if t.is_complex() else t  # noqa: E731
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return real(A.adjoint(A(v)))
+
+    def pinv_normal(rhs: torch.Tensor) -> torch.Tensor:  # N⁺ rhs for rhs in the range of N
+        return CG(normal, rhs, max_iter=rule.cg_max_iter, tol=rule.cg_tol).run(warn=False).x
+
+    adjoint_y = real(A.adjoint(y))
+    least_squares = pinv_normal(adjoint_y)
+    probe = _probe(adjoint_y.shape, adjoint_y, rule.seed, False)
+    direction = A(pinv_normal(pinv_normal(normal(probe))))  # A N⁺ P b, P b = N⁺N b
+    per_component = sigma ** 2 / 2 if y.is_complex() else sigma ** 2
+    eps = rule.epsilon * sigma / max(float(direction.abs().pow(2).mean().sqrt()), 1e-30)
+
+    def risk(log_lam: float) -> float:
+        x = solves(log_lam).x
+        perturbed = solve(math.exp(log_lam), solves.starts[log_lam], y + eps * direction)
+        solves.search.solves += 1
+        divergence = float((probe * real(perturbed.x - x)).sum()) / eps
+        projected = pinv_normal(normal(real(x)))
+        return (float(projected.pow(2).sum()) - 2 * float((real(x) * least_squares).sum())
+                + 2 * per_component * divergence)
+
+    return risk
+
+
+def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, warm: bool, make_risk) -> Result:
+    search = ParameterSearch("gsure" if isinstance(rule, GSURE) else "sure", sigma)
+    solves = _Solves(solve, x0, search, rule.max_solves, warm)
+    estimate = make_risk(solve, solves, A, y, rule, sigma)
+
+    def risk(log_lam: float) -> float:
         with torch.no_grad():
-            fitted = A(result.x)
-            # the same start as the unperturbed solve: their solver errors cancel in the finite difference
-            perturbed = solve(math.exp(log_lam), solves.starts[log_lam], y + eps * probe)
-            search.solves += 1
-            divergence = float((probe.conj() * (A(perturbed.x) - fitted)).real.sum()) / eps
-            value = float((fitted - y).abs().pow(2).sum()) - m * sigma ** 2 + 2 * per_component * divergence
+            value = estimate(log_lam)
         search.lams.append(math.exp(log_lam))
         search.values.append(value)
         return value
