@@ -42,7 +42,8 @@ class Flair(IterativeSolver):
         steps: K prior steps on the grid linspace(1, t_min, K + 2)[1:-1].
         weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t); None takes
             the prior's `calibrated_weights` if it has them, else a constant 1 (`torch.ones(1)` forces the
-            constant). regularisation: ρ, the prior weight's scale.
+            constant). regularisation: ρ, the prior weight's scale; None: the prior's `default_regularisation`
+            (0.5 with calibrated weights, 0.1 for a diffusion model read as a flow).
         lr_prior: η_R. lr_data: η_D, the paper's fixed data step (to be tuned per operator and image size), or
             None (default) for the Polyak step s²(‖r‖² − nσ²)/‖∇‖², which aims each data step at the noise level
             and needs no tuning. data_steps: J (0: no data steps). noise_level: σ, the data steps stop once the
@@ -63,7 +64,7 @@ class Flair(IterativeSolver):
     name = "FLAIR"
 
     def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
-                 t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float = 0.5,
+                 t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float | None = None,
                  lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15,
                  noise_level: float | None = None,
                  min_decrease: float = 0.01, trajectory_adjustment: bool = True, decoupled: bool = True,
@@ -72,6 +73,8 @@ class Flair(IterativeSolver):
             raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
         if steps < 1 or not 0 <= t_min < 1:
             raise ValueError(f"Flair: need steps >= 1 and t_min in [0, 1), got {steps} and {t_min}")
+        if regularisation is None:
+            regularisation = getattr(prior, "default_regularisation", 0.5)
         for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior),
                             ("lr_data", 0.0 if lr_data is None else lr_data),
                             ("noise_level", 0.0 if noise_level is None else noise_level)):
