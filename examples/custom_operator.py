@@ -56,7 +56,7 @@ def main() -> None:
     upsampled = F.interpolate(y / camera.sensitivity, scale_factor=2, mode="bilinear")
     print(f"bilinear upsampling: PSNR {psnr(upsampled.clamp(0, 1), truth).item():.2f} dB")
     print(f"regularised LS:      PSNR {psnr(result.x, truth).item():.2f} dB, SSIM {ssim(result.x, truth).item():.3f}"
-          f" ({result.n_iter} CG iterations, converged={result.converged})")
+          f" ({result.iterations} CG iterations, converged={result.converged})")
 
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), layout="constrained")
     panels = [(truth[0], "truth"), (y[0], f"measurement ({y.shape[-2]}×{y.shape[-1]})"),

@@ -93,7 +93,7 @@ def main() -> None:
             rows.append((problem, image_name, r))
             history = r["admm_result"].history["residual"]
             print(f"{problem:7s} {image_name:8s} {r['tv'][2]:8.2f} {r['tv'][0]:8.0e} {r['admm'][2]:10.2f} "
-                  f"{r['admm'][0]:6.2f} {r['pgd'][2]:9.2f} {r['pgd'][0]:5.2f} {r['admm_result'].n_iter:8d} "
+                  f"{r['admm'][0]:6.2f} {r['pgd'][2]:9.2f} {r['pgd'][0]:5.2f} {r['admm_result'].iterations:8d} "
                   f"{history[-1]:9.1e}")
     fig, axes = plt.subplots(len(rows), 5, figsize=(13, 2.8 * len(rows)), layout="constrained", squeeze=False)
     for ax_row, (problem, image_name, r) in zip(axes, rows):

@@ -52,7 +52,7 @@ def run(name: str, size: int, out: str, max_iter: int) -> dict:
     x = result.x
     scores = {"problem": name, "ls_psnr": psnr(baseline.clamp(0, 1), truth).item(), "tv_psnr": psnr(x, truth).item(),
               "ls_ssim": ssim(baseline.clamp(0, 1), truth).item(), "tv_ssim": ssim(x, truth).item(),
-              "iterations": result.n_iter, "gap": result.history["gap"][-1], "ls_s": t_ls, "tv_s": t_tv}
+              "iterations": result.iterations, "gap": result.history["gap"][-1], "ls_s": t_ls, "tv_s": t_tv}
     measured = op.adjoint(y).real if name != "deblur" else y
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
     panels = [(measured[0], "A^H y" if name != "deblur" else "blurred, noisy"),

@@ -76,7 +76,7 @@ def test_max_iter_warns_once_and_bad_arguments_are_named():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = AcceleratedGradient(A, y, HalfSquaredNorm(), 1e-3, max_iter=3, tol=1e-12).run()
-    assert not result.converged and result.n_iter == 3
+    assert not result.converged and result.iterations == 3
     assert sum(issubclass(w.category, ConvergenceWarning) for w in caught) == 1
     with pytest.raises(TypeError, match="'prior'"):
         AcceleratedGradient(A, y, object(), 1.0)

@@ -170,7 +170,7 @@ def test_red_diff_with_diffusers_unet_from_a_local_folder(tmp_path, scheduler):
     op = Crop()
     y = op(x)
     result = RedDiff(prior, op, y, steps=20, seed=5).run()
-    assert result.x.shape == x.shape and result.n_iter == 20
+    assert result.x.shape == x.shape and result.iterations == 20
     assert set(result.history) == {"t", "data_rms", "prior_loss"} and result.history["t"][0] == 950.0
     assert result.history["t"][-1] == 0.0 and all(math.isfinite(v) for v in result.history["data_rms"])
     again = RedDiff(prior, op, y, steps=20, seed=5).run()
@@ -209,7 +209,7 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     op = Inpainting(mask)
     y = op(x)
     result = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
-    assert result.x.shape == x.shape and result.n_iter == 6
+    assert result.x.shape == x.shape and result.iterations == 6
     assert set(result.history) == {"t", "data_rms", "prior_loss", "data_steps"}
     assert result.history["t"][0] < 1 and result.history["t"][-1] > 0.18
     # the decoupled data steps lower the residual below the one after the prior step alone

@@ -76,7 +76,7 @@ def test_max_iter_emits_exactly_one_convergence_warning():
     with pytest.warns(ConvergenceWarning, match="max_iter=3") as caught:
         result = imaging.least_squares(A, y, lam=1e-2, max_iter=3)
     assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 1
-    assert not result.converged and result.n_iter == 3
+    assert not result.converged and result.iterations == 3
     with pytest.warns(ConvergenceWarning) as caught:
         result = imaging.tv_reconstruct(A, y, 0.01, lower=0, upper=1, max_iter=5)
     assert len(caught) == 1 and "residual" in str(caught[0].message)
@@ -101,7 +101,7 @@ def test_callback_stop_is_not_a_convergence_failure():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         result = PDHG(A, y, 0.05, max_iter=50, callback=lambda k, state, metrics: k >= 2).run()
-    assert result.n_iter == 2 and not result.converged
+    assert result.iterations == 2 and not result.converged
 
 
 def test_red_diff_defines_its_stopping_rule():

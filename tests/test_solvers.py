@@ -17,10 +17,10 @@ def test_least_squares_matches_lstsq():
     y = torch.randn(3, 40, generator=gen, dtype=torch.float64)
     result = least_squares(_dense(a), y, tol=1e-12, max_iter=200)
     expected = torch.linalg.lstsq(a, y.T).solution.T
-    assert result.converged and result.n_iter <= 30
+    assert result.converged and result.iterations <= 30
     torch.testing.assert_close(result.x, expected, rtol=1e-9, atol=1e-9)
     residuals = result.history["residual"]
-    assert len(residuals) == result.n_iter and residuals[-1] <= 1e-12
+    assert len(residuals) == result.iterations and residuals[-1] <= 1e-12
 
 
 def test_minimum_norm_solution_for_underdetermined():
@@ -69,10 +69,12 @@ def test_warm_start_and_zero_iterations():
     y = torch.ones(1, 1, 4, 4, dtype=torch.float64)
     x0 = torch.full_like(y, 0.25)
     result = least_squares(Identity(), y, x0=x0, max_iter=0)
-    assert result.n_iter == 0 and not result.converged
+    assert result.iterations == 0 and not result.converged
     torch.testing.assert_close(result.x, x0)
     exact = least_squares(Identity(), y, x0=y.clone(), tol=1e-12, max_iter=5)
-    assert exact.n_iter == 1 and exact.converged
+    assert exact.iterations == 1 and exact.converged
+    with pytest.warns(DeprecationWarning, match="Result.iterations"):
+        assert exact.n_iter == 1  # the old name, for one release
 
 
 def test_callback_stops_and_sees_metrics():
@@ -85,7 +87,7 @@ def test_callback_stops_and_sees_metrics():
         return iteration == 3
 
     result = least_squares(op, y, lam=1e-3, tol=0.0, max_iter=50, callback=callback)
-    assert result.n_iter == 3 and [i for i, _ in seen] == [1, 2, 3]
+    assert result.iterations == 3 and [i for i, _ in seen] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -1,4 +1,4 @@
-"""Solvers, one algorithm per file, all returning `Result(x, history, n_iter, converged)` from `run(x0)`."""
+"""Solvers, one algorithm per file, all returning `Result(x, history, iterations, converged)` from `run(x0)`."""
 from imaging.solvers.accelerated_gradient import AcceleratedGradient
 from imaging.solvers.base import ConvergenceWarning, IterativeSolver, Result
 from imaging.solvers.cg import CG, least_squares

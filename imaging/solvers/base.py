@@ -19,14 +19,21 @@ class ConvergenceWarning(UserWarning):
 
 @dataclass
 class Result:
-    """What `run` returns: the estimate, per-iteration metrics, iterations done and whether `tol` was reached."""
+    """What `run` returns: the estimate, per-iteration metrics, iterations done and whether the solver's stopping
+    rule was met (`converged`)."""
 
     x: torch.Tensor
     history: dict[str, list[float]] = field(default_factory=dict)
-    n_iter: int = 0
+    iterations: int = 0
     converged: bool = False
     lam: float | None = None  # the regularisation weight chosen by lam="auto" (None when it was given)
     parameter_search: Any = None  # how it was chosen (`imaging.solvers.parameter_choice.ParameterSearch`)
+
+    @property
+    def n_iter(self) -> int:
+        """Deprecated name of `iterations` (one release)."""
+        warnings.warn("Result.n_iter is deprecated; use Result.iterations", DeprecationWarning, stacklevel=2)
+        return self.iterations
 
 
 class IterativeSolver:

@@ -138,7 +138,7 @@ class PnPADMM(IterativeSolver):
         u = u + x - z_new
         primal, dual = _relative(x - z_new, z_new), _relative(z_new - z, z_new)
         return (x, z_new, u), {"residual": max(primal, dual), "primal_residual": primal, "dual_residual": dual,
-                               "cg_iterations": float(solve.n_iter)}
+                               "cg_iterations": float(solve.iterations)}
 
     def estimate(self, state) -> torch.Tensor:
         return state[1]
