@@ -62,7 +62,7 @@ def methods(steps: int) -> dict:
 def tv_oracle(A, y, truth):
     with warnings.catch_warnings():  # a fixed budget of 500 iterations per λ
         warnings.simplefilter("ignore", imaging.ConvergenceWarning)
-        x, lam, _ = oracle(lambda lam: imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-4,
+        x, lam, _ = oracle(lambda lam: imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-4,
                                                               max_iter=500), TV_GRID, truth)
     return x, lam
 

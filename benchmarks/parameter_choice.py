@@ -49,7 +49,7 @@ def solve(method: str, A, y: torch.Tensor, lam, sigma: float | None) -> imaging.
     if method == "foe":
         return AcceleratedGradient(A, y, foe(), lam, box=(0.0, 1.0), tol=1e-5, max_iter=1000, noise_level=sigma).run()
     if method == "tv":
-        return imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-4, max_iter=1000, noise_level=sigma)
+        return imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-4, max_iter=1000, noise_level=sigma)
     return imaging.least_squares(A, y, lam, regulariser=FiniteDifference(), tol=1e-6, max_iter=300,
                                  noise_level=sigma, warn=False)
 

@@ -66,7 +66,7 @@ def best_tv(op, y, truth):
     iterations per λ, so its ConvergenceWarnings are silenced)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", imaging.ConvergenceWarning)
-        x, lam, _ = oracle(lambda lam: imaging.tv_reconstruct(op, y, lam, lower=0.0, upper=1.0, tol=1e-4,
+        x, lam, _ = oracle(lambda lam: imaging.tv_reconstruct(op, y, lam, box=(0.0, 1.0), tol=1e-4,
                                                               max_iter=500), TV_WEIGHTS, truth)
     return x, lam
 

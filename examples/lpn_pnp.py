@@ -53,7 +53,7 @@ def best_of(runs: dict, truth: torch.Tensor) -> tuple:
 def reconstruct(name: str, truth: torch.Tensor, model, max_iter: int) -> dict:
     op, y = make_problem(name, truth)
     start = time.perf_counter()
-    tv = best_of({lam: imaging.tv_reconstruct(op, y, lam, lower=0.0, upper=1.0, tol=1e-5, max_iter=500).x
+    tv = best_of({lam: imaging.tv_reconstruct(op, y, lam, box=(0.0, 1.0), tol=1e-5, max_iter=500).x
                   for lam in TV_WEIGHTS}, truth)
     t_tv = time.perf_counter() - start
     start = time.perf_counter()

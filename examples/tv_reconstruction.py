@@ -46,7 +46,7 @@ def run(name: str, size: int, out: str, max_iter: int) -> dict:
     baseline = imaging.least_squares(op, y, lam=lam_ls, regulariser=FiniteDifference(), max_iter=300).x.real
     t_ls = time.perf_counter() - start
     start = time.perf_counter()
-    result = imaging.tv_reconstruct(op, y, lam_tv, lower=0.0, upper=1.0, tol=1e-4, max_iter=max_iter,
+    result = imaging.tv_reconstruct(op, y, lam_tv, box=(0.0, 1.0), tol=1e-4, max_iter=max_iter,
                                     progress=True)
     t_tv = time.perf_counter() - start
     x = result.x

@@ -54,7 +54,7 @@ def tv_baselines(held_out):
         y = GaussianNoise(NOISE)(op(held_out), generator=torch.Generator().manual_seed(0))
         with warnings.catch_warnings():  # a fixed budget of 500 iterations per λ
             warnings.simplefilter("ignore", imaging.ConvergenceWarning)
-            _, _, best = oracle(lambda lam: imaging.tv_reconstruct(op, y, lam, lower=0, upper=1, tol=1e-4,
+            _, _, best = oracle(lambda lam: imaging.tv_reconstruct(op, y, lam, box=(0, 1), tol=1e-4,
                                                                    max_iter=500), TV_WEIGHTS, held_out)
         out[task] = (op, y, best)
     return out

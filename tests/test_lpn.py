@@ -176,7 +176,7 @@ def test_pnp_with_the_tv_prox_solves_the_tv_problem():
     y = A(truth) + 0.01 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0), dtype=truth.dtype)
     weight = 0.01
     objective = lambda x: float(0.5 * ((A(x) - y) ** 2).sum() + weight * TotalVariation().value(x).sum())  # noqa
-    pdhg = imaging.tv_reconstruct(A, y, weight, lower=0.0, upper=1.0, tol=1e-5, max_iter=3000)
+    pdhg = imaging.tv_reconstruct(A, y, weight, box=(0.0, 1.0), tol=1e-5, max_iter=3000)
     reference = objective(pdhg.x)
     assert pdhg.history["gap"][-1] <= 2e-5
     prox = lambda v, w: tv_denoise(v, w, tol=1e-6, lower=0.0, upper=1.0)  # noqa: E731
@@ -299,7 +299,7 @@ def test_pnp_with_the_shipped_lpn_beats_tv_on_held_out_deblurring(image_lpn):
     truth = load_image("chelsea", size=96, channels=1)
     A = Blur(gaussian_kernel(1.5), mode="reflect")
     y = A(truth) + 0.01 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0), dtype=truth.dtype)
-    tv = max(float(psnr(imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-5, max_iter=500).x, truth))
+    tv = max(float(psnr(imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-5, max_iter=500).x, truth))
              for lam in (2.5e-4, 5e-4, 1e-3, 2e-3))
     admm = PnPADMM(A, y, image_lpn.prox, rho=0.02, box=(0.0, 1.0), max_iter=100, tol=1e-4).run(y)
     assert float(psnr(admm.x, truth)) > tv + 0.2
@@ -316,7 +316,7 @@ def test_pnp_admm_with_the_shipped_lpn_for_compressed_sensing(image_lpn):
     A = StructuredCompressedSensing(int(0.3 * truth[0].numel()), tuple(truth.shape[1:]), seed=0)
     y = A(truth)
     y = y + 0.01 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=y.dtype)
-    tv = max(float(psnr(imaging.tv_reconstruct(A, y, lam, lower=0.0, upper=1.0, tol=1e-5, max_iter=500).x, truth))
+    tv = max(float(psnr(imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-5, max_iter=500).x, truth))
              for lam in (1e-3, 2e-3, 4e-3))
     admm = PnPADMM(A, y, image_lpn.prox, rho=0.02, box=(0.0, 1.0), max_iter=150, tol=1e-4).run()
     assert admm.converged and float(psnr(admm.x, truth)) > tv

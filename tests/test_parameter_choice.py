@@ -78,7 +78,7 @@ def test_max_iter_emits_exactly_one_convergence_warning():
     assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 1
     assert not result.converged and result.iterations == 3
     with pytest.warns(ConvergenceWarning) as caught:
-        result = imaging.tv_reconstruct(A, y, 0.01, lower=0, upper=1, max_iter=5)
+        result = imaging.tv_reconstruct(A, y, 0.01, box=(0, 1), max_iter=5)
     assert len(caught) == 1 and "residual" in str(caught[0].message)
     assert not result.converged
 
@@ -128,14 +128,14 @@ def best_of_grid(solve, x: torch.Tensor, grid) -> float:
 def test_discrepancy_principle_reaches_its_target_in_a_handful_of_solves():
     A, x, sigma = Blur(gaussian_kernel(1.5)), picture(size=64), 0.02
     y = noisy(A, x, sigma)
-    result = imaging.tv_reconstruct(A, y, "auto", noise_level=sigma, lower=0, upper=1, max_iter=400)
+    result = imaging.tv_reconstruct(A, y, "auto", noise_level=sigma, box=(0, 1), max_iter=400)
     search = result.parameter_search
     misfit = float(((A(result.x) - y) ** 2).sum())
     assert search.criterion == "discrepancy" and search.solves <= 8
     assert abs(misfit / (y.numel() * sigma ** 2) - 1) <= 0.02 + 1e-9
     assert result.lam == pytest.approx(search.lams[search.values.index(min(search.values,
                                        key=lambda v: abs(v - search.target)))])
-    best = best_of_grid(lambda lam: imaging.tv_reconstruct(A, y, lam, lower=0, upper=1, max_iter=400), x,
+    best = best_of_grid(lambda lam: imaging.tv_reconstruct(A, y, lam, box=(0, 1), max_iter=400), x,
                         [sigma * f for f in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)])
     assert psnr(result.x, x).item() > best - 1.0
 
@@ -151,9 +151,9 @@ def test_auto_with_estimated_noise_level_and_tikhonov():
 def test_sure_for_denoising_is_close_to_the_oracle():
     A, x, sigma = Identity(), picture("camera", 64), 0.05
     y = noisy(A, x, sigma)
-    result = FISTA(A, y, SURE(), noise_level=sigma, lower=0, upper=1, max_iter=100, tol=1e-6).run()
+    result = FISTA(A, y, SURE(), noise_level=sigma, box=(0, 1), max_iter=100, tol=1e-6).run()
     assert result.parameter_search.criterion == "sure"
-    best = best_of_grid(lambda lam: FISTA(A, y, lam, lower=0, upper=1, max_iter=100, tol=1e-6).run(warn=False), x,
+    best = best_of_grid(lambda lam: FISTA(A, y, lam, box=(0, 1), max_iter=100, tol=1e-6).run(warn=False), x,
                         [sigma * f for f in (0.25, 0.5, 0.7, 1.0, 1.4, 2.0)])
     assert psnr(result.x, x).item() > best - 0.3
 
@@ -166,7 +166,7 @@ def test_gsure_tracks_the_projected_error(A):
     error of its one probe, the same for every λ), and its choice is close to the best of those λ."""
     x, sigma = picture("camera", 40), 0.03
     y = noisy(A, x, sigma)
-    options = dict(lower=0, upper=1, max_iter=1000, tol=1e-5)
+    options = dict(box=(0, 1), max_iter=1000, tol=1e-5)
     result = imaging.tv_reconstruct(A, y, imaging.GSURE(max_solves=14), noise_level=sigma, **options)
     search = result.parameter_search
     assert search.criterion == "gsure" and search.solves <= 14 + 1

@@ -54,11 +54,11 @@ def test_prior_value_grad_prox(camera):
 def test_pdhg_deblurring_certified_gap(camera):
     A = Blur(gaussian_kernel(1.5))
     y = GaussianNoise(0.01)(A(camera), generator=torch.Generator().manual_seed(1))
-    result = PDHG(A, y, 5e-3, lower=0.0, upper=1.0, tol=1e-3, max_iter=3000).run()
+    result = PDHG(A, y, 5e-3, box=(0.0, 1.0), tol=1e-3, max_iter=3000).run()
     objective = result.history["objective"]
     assert result.converged and result.history["gap"][-1] <= 1e-3
     assert objective[-1] < objective[0] and min(objective[-10:]) <= min(objective[:10])
-    fista = FISTA(A, y, 5e-3, lower=0.0, upper=1.0, max_iter=300, tol=1e-8).run()
+    fista = FISTA(A, y, 5e-3, box=(0.0, 1.0), max_iter=300, tol=1e-8).run()
     # both minimise the same objective: PDHG is certified within 1e-3 of the optimum
     assert objective[-1] <= fista.history["objective"][-1] * (1 + 1e-3)
     assert fista.history["objective"][-1] <= objective[-1] * (1 + 1e-3)
@@ -79,7 +79,7 @@ def test_tv_beats_least_squares_on_ct_and_mri(camera):
         y = op(camera)
         y = y + 0.01 * torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(2))
         least_squares = imaging.least_squares(op, y, max_iter=200).x.real
-        tv = imaging.tv_reconstruct(op, y, lam, lower=0.0, upper=1.0, max_iter=1500, tol=1e-4).x
+        tv = imaging.tv_reconstruct(op, y, lam, box=(0.0, 1.0), max_iter=1500, tol=1e-4).x
         assert psnr(tv, camera) > psnr(least_squares.clamp(0, 1), camera) + 2.0
 
 
@@ -94,5 +94,12 @@ def test_solver_bad_input(camera):
         imaging.tv_reconstruct(A, bad, 0.1)
     with pytest.raises(ValueError, match="'lam' must be finite and >= 0"):
         FISTA(A, y, -0.1)
-    with pytest.raises(ValueError, match="'lower'"):
-        PDHG(A, y, 0.1, lower=1.0, upper=0.0)
+    with pytest.raises(ValueError, match="'box' must have lower <= upper"):
+        PDHG(A, y, 0.1, box=(1.0, 0.0))
+    with pytest.raises(ValueError, match="'box' must be"):
+        FISTA(A, y, 0.1, box=0.5)
+    with pytest.raises(ValueError, match="not also"):
+        imaging.tv_reconstruct(A, y, 0.1, box=(0, 1), lower=0.0)
+    with pytest.warns(DeprecationWarning, match="box=\\(lower, upper\\)"):  # the old spelling, one release
+        old = imaging.tv_reconstruct(A, y, 0.1, lower=0.0, upper=1.0, max_iter=20)
+    torch.testing.assert_close(old.x, imaging.tv_reconstruct(A, y, 0.1, box=(0.0, 1.0), max_iter=20).x)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, box_bounds
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -48,7 +48,7 @@ class AcceleratedGradient(IterativeSolver):
             raise TypeError("AcceleratedGradient: argument 'prior' must have value(x) and grad(x) (a smooth prior such "
                             f"as FieldOfExperts or TotalVariation(eps > 0)), got {type(prior).__name__}")
         self.A, self.y, self.prior = A, check_finite(y, "AcceleratedGradient", "y"), prior
-        self.lower, self.upper = _check_box(box)
+        self.lower, self.upper = box_bounds(box, "AcceleratedGradient")
         options = dict(box=box, lipschitz=lipschitz, x_like=x_like, max_iter=max_iter, tol=tol, **loop_options)
         if prepare_search(self, lam, y, A, noise_level, options, "AcceleratedGradient"):
             lam = 0.0
@@ -124,15 +124,3 @@ class AcceleratedGradient(IterativeSolver):
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return batch_dot(a, b).flatten()
-
-
-def _check_box(box) -> tuple[float | None, float | None]:
-    if box is None:
-        return None, None
-    try:
-        lower, upper = box
-    except (TypeError, ValueError):
-        raise ValueError(f"AcceleratedGradient: argument 'box' must be (lower, upper), got {box!r}") from None
-    if lower is not None and upper is not None and not float(lower) <= float(upper):
-        raise ValueError(f"AcceleratedGradient: argument 'box' must have lower <= upper, got {box!r}")
-    return lower, upper

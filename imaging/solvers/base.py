@@ -36,6 +36,30 @@ class Result:
         return self.iterations
 
 
+def box_bounds(box, who: str, lower: float | None = None, upper: float | None = None
+               ) -> tuple[float | None, float | None]:
+    """(lower, upper) from `box=(lower, upper)` (either may be None), checked; `lower`/`upper` are the deprecated
+    keyword spelling of some solvers (one release)."""
+    if lower is not None or upper is not None:
+        if box is not None:
+            raise ValueError(f"{who}: give the bounds as box=(lower, upper), not also as 'lower'/'upper'")
+        warnings.warn(f"{who}: arguments 'lower'/'upper' are deprecated; use box=(lower, upper)", DeprecationWarning,
+                      stacklevel=3)
+        box = (lower, upper)
+    if box is None:
+        return None, None
+    try:
+        low, high = box
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: argument 'box' must be (lower, upper), got {box!r}") from None
+    for value in (low, high):
+        if value is not None and (not isinstance(value, (int, float)) or math.isnan(value)):
+            raise ValueError(f"{who}: argument 'box' must hold numbers or None, got {box!r}")
+    if low is not None and high is not None and not low <= high:
+        raise ValueError(f"{who}: argument 'box' must have lower <= upper, got {box!r}")
+    return low, high
+
+
 class IterativeSolver:
     """Base class: subclasses implement `init(x0) -> state`, `step(state) -> (state, metrics)` and `estimate(state)`.
 

@@ -14,7 +14,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, box_bounds
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -26,19 +26,22 @@ class FISTA(IterativeSolver):
         A, y: operator and measurements; lam: TV weight ≥ 0, or "auto" / `Discrepancy(...)` / `SURE(...)` (chosen
             from `noise_level`, estimated from y when None; see `imaging.solvers.parameter_choice`).
         prior: a `TotalVariation` (isotropic by default).
-        lower, upper: box on x, applied inside the prox. inner_tol, inner_max_iter: accuracy of each prox.
+        box: (lower, upper) bounds on x, applied inside the prox (`lower=`/`upper=`: the deprecated spelling).
+        inner_tol, inner_max_iter: accuracy of each prox.
         accelerated: FISTA momentum (True) or plain proximal gradient (False).
     """
 
     name = "FISTA"
 
     def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | str, prior: TotalVariation | None = None, *,
-                 lower: float | None = None, upper: float | None = None, x_like: torch.Tensor | None = None,
+                 box: tuple[float | None, float | None] | None = None, x_like: torch.Tensor | None = None,
                  inner_tol: float = 1e-5, inner_max_iter: int = 200, accelerated: bool = True,
-                 max_iter: int = 200, tol: float = 1e-5, noise_level: float | None = None, **loop_options) -> None:
+                 max_iter: int = 200, tol: float = 1e-5, noise_level: float | None = None,
+                 lower: float | None = None, upper: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "FISTA", "y")
-        options = dict(prior=prior, lower=lower, upper=upper, x_like=x_like, inner_tol=inner_tol,
+        lower, upper = box_bounds(box, "FISTA", lower, upper)
+        options = dict(prior=prior, box=(lower, upper), x_like=x_like, inner_tol=inner_tol,
                        inner_max_iter=inner_max_iter, accelerated=accelerated, max_iter=max_iter, tol=tol,
                        **loop_options)
         if prepare_search(self, lam, y, A, noise_level, options, "FISTA"):

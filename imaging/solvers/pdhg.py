@@ -1,6 +1,6 @@
 r"""PDHG for TV-regularised least squares, and the one-call `tv_reconstruct`.
 
-Problem, per sample:  min_x  P(x) = ½‖A x − y‖² + λ TV(x)   [+ lower ≤ x ≤ upper]
+Problem, per sample:  min_x  P(x) = ½‖A x − y‖² + λ TV(x)   [+ lower ≤ x ≤ upper: box=(lower, upper)]
 
 Primal–dual hybrid gradient (Chambolle–Pock) in the form of Condat (2013) and Vũ (2013), which takes the smooth data
 term by its gradient and dualises only the TV term, with p in the unit ball (λ folded into K = λD):
@@ -26,7 +26,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, box_bounds
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -38,7 +38,8 @@ class PDHG(IterativeSolver):
         A: forward operator; y: measurements (N, ...); lam: TV weight ≥ 0 (number, (N,) or (N, C)), or "auto" /
             `Discrepancy(...)` / `SURE(...)`: chosen from `noise_level` (see `imaging.solvers.parameter_choice`).
         noise_level: σ per measurement entry, for lam="auto" (estimated from y when None).
-        isotropic: isotropic or anisotropic TV. lower, upper: optional box on x (both finite: certified gap).
+        isotropic: isotropic or anisotropic TV. box: optional (lower, upper) bounds on x, either may be None (both
+            finite: certified gap); `lower=`/`upper=` are the deprecated spelling.
         tau, sigma: step sizes (defaults from the operator norms, see the module docstring).
         x_like: an input-shaped tensor fixing the image shape, dtype and device (default: from A^H y).
     """
@@ -46,17 +47,17 @@ class PDHG(IterativeSolver):
     name = "PDHG"
 
     def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = True,
-                 lower: float | None = None, upper: float | None = None, tau: float | None = None,
+                 box: tuple[float | None, float | None] | None = None, tau: float | None = None,
                  sigma: float | None = None, x_like: torch.Tensor | None = None, max_iter: int = 2000,
-                 tol: float = 1e-3, noise_level: float | None = None, **loop_options) -> None:
+                 tol: float = 1e-3, noise_level: float | None = None, lower: float | None = None,
+                 upper: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.A, self.y = A, check_finite(y, "PDHG", "y")
-        options = dict(isotropic=isotropic, lower=lower, upper=upper, tau=tau, sigma=sigma, x_like=x_like,
+        lower, upper = box_bounds(box, "PDHG", lower, upper)
+        options = dict(isotropic=isotropic, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,
                        max_iter=max_iter, tol=tol, **loop_options)
         if prepare_search(self, lam, y, A, noise_level, options, "PDHG"):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
-        if lower is not None and upper is not None and lower > upper:
-            raise ValueError(f"PDHG: argument 'lower' ({lower}) must be <= 'upper' ({upper})")
         self.lower, self.upper, self.isotropic = lower, upper, isotropic
         adjoint = A.adjoint(y)
         like = x_like if x_like is not None else adjoint.real if adjoint.is_complex() else adjoint
@@ -126,11 +127,13 @@ class PDHG(IterativeSolver):
 
 
 def tv_reconstruct(A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor | str, *, isotropic: bool = True,
-                   lower: float | None = None, upper: float | None = None, x0: torch.Tensor | None = None,
+                   box: tuple[float | None, float | None] | None = None, x0: torch.Tensor | None = None,
                    tol: float = 1e-3, max_iter: int = 2000, noise_level: float | None = None,
-                   progress: bool = False) -> Result:
+                   progress: bool = False, lower: float | None = None, upper: float | None = None) -> Result:
     """argmin_x ½‖A x − y‖² + lam·TV(x) (+ box) for any LinearOperator A, by PDHG; returns a `Result` whose
     history holds "objective", "relative_change" and, with a finite box, the certified relative "gap".
-    lam="auto" chooses λ from `noise_level` (the discrepancy principle; `result.lam` is the choice)."""
-    return PDHG(A, y, lam, isotropic=isotropic, lower=lower, upper=upper, x_like=x0, tol=tol, max_iter=max_iter,
+    lam="auto" chooses λ from `noise_level` (the discrepancy principle; `result.lam` is the choice).
+    box=(lower, upper) bounds x (`lower=`/`upper=`: the deprecated spelling)."""
+    box = box_bounds(box, "tv_reconstruct", lower, upper)
+    return PDHG(A, y, lam, isotropic=isotropic, box=box, x_like=x0, tol=tol, max_iter=max_iter,
                 noise_level=noise_level, progress=progress).run(x0)

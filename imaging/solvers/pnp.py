@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, box_bounds
 from imaging.solvers.cg import CG, batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -80,8 +80,8 @@ def _start(owner: str, A: LinearOperator, y: torch.Tensor, x0: torch.Tensor | No
     return x0.clone()
 
 
-def _clip(x: torch.Tensor, box: tuple[float, float] | None) -> torch.Tensor:
-    return x if box is None else x.clamp(box[0], box[1])
+def _clip(x: torch.Tensor, box: tuple[float | None, float | None]) -> torch.Tensor:
+    return x if box == (None, None) else x.clamp(*box)
 
 
 class PnPADMM(IterativeSolver):
@@ -114,7 +114,7 @@ class PnPADMM(IterativeSolver):
         if not rho > 0:
             raise ValueError(f"PnPADMM: argument 'rho' must be positive, got {rho}")
         self.A, self.y, self.prox, self.rho = A, y, prox, float(rho)
-        self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box
+        self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box_bounds(box, "PnPADMM")
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         guess = 100 * self.noise_level ** 2 * squared_norm(self.A, self.y)
@@ -161,7 +161,7 @@ class PnPPGD(IterativeSolver):
         _check_problem("PnPPGD", A, y, prox)
         if step is not None and not step > 0:
             raise ValueError(f"PnPPGD: argument 'step' must be positive, got {step}")
-        self.A, self.y, self.prox, self.step_size, self.box = A, y, prox, step, box
+        self.A, self.y, self.prox, self.step_size, self.box = A, y, prox, step, box_bounds(box, "PnPPGD")
 
     def init(self, x0: torch.Tensor | None):
         x = _start("PnPPGD", self.A, self.y, x0)
