@@ -125,3 +125,23 @@ def test_pinv_method():
     y = torch.randn(2, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     expected = (torch.linalg.pinv(op.matrix) @ y.T).T.reshape(2, 1, 4, 4)
     torch.testing.assert_close(op.pinv(y, tol=1e-13, max_iter=100), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_linear_solvers_name_the_nonlinear_ones():
+    """A nonlinear forward model given to a solver that needs the adjoint: a TypeError that says which solvers
+    take one (not a raw AttributeError from deep inside)."""
+    import imaging
+    from imaging.operators import Operator
+    from imaging.priors import FieldOfExperts
+    from imaging.solvers import FISTA, PDHG, AcceleratedGradient, PnPADMM, PnPPGD
+
+    class Saturate(Operator):
+        def forward(self, x):
+            return torch.tanh(2 * x)
+
+    A, y = Saturate(), torch.rand(1, 1, 16, 16)
+    for solve in (lambda: least_squares(A, y), lambda: imaging.tv_reconstruct(A, y, 0.1), lambda: PDHG(A, y, 0.1),
+                  lambda: FISTA(A, y, 0.1), lambda: PnPADMM(A, y, lambda v: v, 0.1), lambda: PnPPGD(A, y, lambda v: v),
+                  lambda: AcceleratedGradient(A, y, FieldOfExperts.pretrained())):
+        with pytest.raises(TypeError, match="LinearOperator.*RedDiff, Flair"):
+            solve()

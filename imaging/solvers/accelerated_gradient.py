@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -42,8 +42,7 @@ class AcceleratedGradient(IterativeSolver):
                  x_like: torch.Tensor | None = None, max_iter: int = 500, tol: float = 1e-5,
                  noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
-        if not isinstance(A, LinearOperator):
-            raise TypeError(f"AcceleratedGradient: argument 'A' must be a LinearOperator, got {type(A).__name__}")
+        require_linear(A, "AcceleratedGradient")
         if not (callable(getattr(prior, "value", None)) and callable(getattr(prior, "grad", None))):
             raise TypeError("AcceleratedGradient: argument 'prior' must have value(x) and grad(x) (a smooth prior such "
                             f"as FieldOfExperts or TotalVariation(eps > 0)), got {type(prior).__name__}")

@@ -10,6 +10,8 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from imaging.operators.base import LinearOperator
+
 LOGGER = logging.getLogger("imaging")
 
 
@@ -34,6 +36,18 @@ class Result:
         """Deprecated name of `iterations` (one release)."""
         warnings.warn("Result.n_iter is deprecated; use Result.iterations", DeprecationWarning, stacklevel=2)
         return self.iterations
+
+
+NONLINEAR_SOLVERS = "RedDiff, Flair"  # the solvers that accept a nonlinear Operator
+
+
+def require_linear(A, who: str) -> None:
+    """A TypeError naming the solvers that accept a nonlinear operator, unless A is a `LinearOperator`."""
+    if not isinstance(A, LinearOperator):
+        kind = "a nonlinear Operator" if callable(A) else type(A).__name__
+        raise TypeError(f"{who}: argument 'A' must be a LinearOperator (it uses the adjoint), got {kind} "
+                        f"({type(A).__name__}); the solvers that accept a nonlinear forward model are "
+                        f"{NONLINEAR_SOLVERS}, or wrap a linear map in a LinearOperator subclass")
 
 
 def box_bounds(box, who: str, lower: float | None = None, upper: float | None = None

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, require_linear
 from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level, squared_norm
 
 
@@ -92,6 +92,7 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
         noise_level: σ per measurement entry, for lam="auto" (estimated from y when None).
         warn: emit a `ConvergenceWarning` when max_iter ends the solve before tol (False for inner solves).
     """
+    require_linear(A, "least_squares")
     check_finite(y, "least_squares", "y")
     rule = parameter_rule(lam, "least_squares")
     if x0 is not None:

@@ -14,7 +14,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver, Result, box_bounds
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -39,6 +39,7 @@ class FISTA(IterativeSolver):
                  max_iter: int = 200, tol: float = 1e-5, noise_level: float | None = None,
                  lower: float | None = None, upper: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
+        require_linear(A, "FISTA")
         self.A, self.y = A, check_finite(y, "FISTA", "y")
         lower, upper = box_bounds(box, "FISTA", lower, upper)
         options = dict(prior=prior, box=(lower, upper), x_like=x_like, inner_tol=inner_tol,

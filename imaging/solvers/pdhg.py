@@ -26,7 +26,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
-from imaging.solvers.base import IterativeSolver, Result, box_bounds
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -52,6 +52,7 @@ class PDHG(IterativeSolver):
                  tol: float = 1e-3, noise_level: float | None = None, lower: float | None = None,
                  upper: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
+        require_linear(A, "PDHG")
         self.A, self.y = A, check_finite(y, "PDHG", "y")
         lower, upper = box_bounds(box, "PDHG", lower, upper)
         options = dict(isotropic=isotropic, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
 from imaging.solvers.cg import CG, batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -105,6 +105,7 @@ class PnPADMM(IterativeSolver):
                  cg_iter: int = 30, cg_tol: float = 1e-5, box: tuple[float, float] | None = None, max_iter: int = 100,
                  tol: float = 1e-4, noise_level: float | None = None, **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
+        require_linear(A, "PnPADMM")
         _check_problem("PnPADMM", A, y, prox)
         if rho is None:  # the default: from the noise level when it is given
             rho = "auto" if noise_level is not None else 0.1
@@ -158,6 +159,7 @@ class PnPPGD(IterativeSolver):
                  box: tuple[float, float] | None = None, max_iter: int = 100, tol: float = 1e-4,
                  **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
+        require_linear(A, "PnPPGD")
         _check_problem("PnPPGD", A, y, prox)
         if step is not None and not step > 0:
             raise ValueError(f"PnPPGD: argument 'step' must be positive, got {step}")
