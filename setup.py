@@ -45,4 +45,8 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
-setup(packages=find_packages(include=["imaging", "imaging.*"]), ext_modules=ext_modules, cmdclass=cmdclass)
+# The shipped weights (imaging/weights/: safetensors files and diffusers folders) are package data: every install
+# carries them and `*.pretrained(name)` finds them from any working directory.
+WEIGHTS = ["weights/*", "weights/*/*", "weights/*/*/*"]
+setup(packages=find_packages(include=["imaging", "imaging.*"]), package_data={"imaging": WEIGHTS},
+      ext_modules=ext_modules, cmdclass=cmdclass)

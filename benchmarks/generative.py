@@ -1,6 +1,6 @@
 """Benchmark: the cost of RED-Diff and FLAIR outside network evaluation (target of the issue: ≤ 10 % of a step).
 
-For each solver, one run of K steps with the shipped face priors (data/ddpm_faces32, data/flow_faces32) against the
+For each solver, one run of K steps with the shipped face priors (imaging/weights/ddpm_faces32, imaging/weights/flow_faces32) against the
 same run with zero-cost networks in their place (an ε / velocity model returning zeros, an identity autoencoder of
 the latent shape): the second run's time is what the solver itself costs (operator, autograd of the data term,
 optimiser, noise, bookkeeping), reported as a fraction of the first. FLAIR takes exactly its J data steps per prior
@@ -23,7 +23,7 @@ from imaging.operators import Downsampling
 from imaging.priors import DiffusionPrior, FlowPrior
 from imaging.solvers import Flair, RedDiff
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "imaging" / "weights"
 
 
 def zero_network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """RED-Diff and FLAIR with the shipped face priors on held-out faces: inpainting, 4× super-resolution, deblurring.
 
-The priors are the small models in data/ (a pixel-space DDPM and a latent rectified flow with its autoencoder,
+The priors are the small models in imaging/weights/ (a pixel-space DDPM and a latent rectified flow with its autoencoder,
 trained on faces 0–79 of scikit-image's offline LFW subset by examples/train_ddpm_faces.py and
 examples/train_flow_faces.py); the test faces 80–99 were never used in training. For each task the script prints
 mean PSNR/SSIM over the test faces for the pseudo-inverse, TV (the best λ of a grid, chosen on the test faces
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from pathlib import Path
 
 import matplotlib
 
@@ -32,7 +31,6 @@ from imaging.priors import DiffusionPrior, FlowPrior  # noqa: E402
 from imaging.solvers import Flair, RedDiff  # noqa: E402
 from imaging.solvers.red_diff import constant_weighting, sqrt_weighting  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 NOISE = 0.01
 TV_WEIGHTS = (3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3e-2)
 
@@ -87,8 +85,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     truth = load_faces("test")[: args.faces]
-    ddpm = DiffusionPrior.from_pretrained(DATA / "ddpm_faces32")
-    flow = FlowPrior.from_pretrained(DATA / "flow_faces32")
+    ddpm = DiffusionPrior.pretrained("faces")
+    flow = FlowPrior.pretrained("faces")
     flow_ddpm = FlowPrior.from_diffusion(ddpm)
     tasks = args.tasks.split(",")
     fig, axes = plt.subplots(len(tasks), 7, figsize=(15, 2.4 * len(tasks)), layout="constrained", squeeze=False)

@@ -5,12 +5,12 @@ FoE has K filters (starting from the learned TV: its two difference filters, plu
 convex smoothed-|·| potential and reflect padding; θ = (filters, log ν), the weights being folded into the filters
 (`FieldOfExperts.from_tv`). TV (λ, ν) is learned on the
 same data first and is the baseline. Writes out/learn_foe.png (filters, denoised test crop for TV and FoE, upper loss against cost) and,
-with --save, data/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
+with --save, imaging/weights/foe_denoise_sigma25.safetensors (loaded by `FieldOfExperts.pretrained("denoise-sigma25")`).
 With `--data FOLDER` the training crops are `--crops` random crops of that folder's images (e.g.
 `../shared/datasets/train400`, through `imaging.data.PatchDataset`, seeded noise) instead of the offline pictures;
 `--filters 48 --filter-size 7` is the size of the published natural-image FoE.
 Run: `python examples/learn_foe.py [--size 64] [--filters 24] [--filter-size 5] [--max-iter 100] [--save]
-[--data FOLDER --crops 16 --out-file data/foe_natural_sigma25.safetensors]`.
+[--data FOLDER --crops 16 --out-file imaging/weights/foe_natural_sigma25.safetensors]`.
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ def main() -> None:
     parser.add_argument("--out", default="out")
     parser.add_argument("--save", action="store_true")
     parser.add_argument("--resume", action="store_true",
-                        help="start from the shipped data/foe_denoise_sigma25.safetensors instead of the learned TV")
+                        help="start from the shipped imaging/weights/foe_denoise_sigma25.safetensors instead of the learned TV")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--data", help="train on random crops of this folder of images (e.g. train400)")
     parser.add_argument("--crops", type=int, default=16, help="how many training crops with --data")
-    parser.add_argument("--out-file", default="data/foe_denoise_sigma25.safetensors", help="where --save writes")
+    parser.add_argument("--out-file", default="imaging/weights/foe_denoise_sigma25.safetensors", help="where --save writes")
     args = parser.parse_args()
     progress = not args.no_progress
     if args.data:

@@ -5,7 +5,7 @@ test crops of two other pictures. The lower level is ½‖x − y‖² + λ Σ_k
 loss the mean ½‖x̂ − x_true‖². Compared: MAID (adaptive accuracy), MAID with a fixed tight accuracy (ε = δ = 1e-6),
 HOAG with a geometric accuracy schedule, and a grid search of the same upper loss over (log λ, log ν).
 Writes out/learn_tv.png (loss landscape with the MAID path; upper loss against lower-level + CG iterations) and,
-with --save, the learned parameters to data/tv_denoise_sigma0.1.safetensors (with the settings as metadata).
+with --save, the learned parameters to imaging/weights/tv_denoise_sigma0.1.safetensors (with the settings as metadata).
 Run: `python examples/learn_tv.py [--max-iter 60] [--grid 25 9] [--save]`.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=60, help="MAID / HOAG accepted steps")
     parser.add_argument("--grid", type=int, nargs=2, default=(25, 9), metavar=("N_LAMBDA", "N_NU"))
     parser.add_argument("--out", default="out")
-    parser.add_argument("--save", action="store_true", help="write data/tv_denoise_sigma0.1.safetensors")
+    parser.add_argument("--save", action="store_true", help="write imaging/weights/tv_denoise_sigma0.1.safetensors")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     progress = not args.no_progress
@@ -117,8 +117,8 @@ def main() -> None:
                     "eps0": 0.1, "delta0": 0.1, "step0": 1.0, "max_iter": args.max_iter,
                     "upper_loss": maid_loss, "script": "examples/learn_tv.py --save"}
         save_weights({"log_weight": learned[0:1], "log_smoothing": learned[1:2]},
-                     "data/tv_denoise_sigma0.1.safetensors", settings)
-        print("-> data/tv_denoise_sigma0.1.safetensors")
+                     "imaging/weights/tv_denoise_sigma0.1.safetensors", settings)
+        print("-> imaging/weights/tv_denoise_sigma0.1.safetensors")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--max-iter", type=int, default=60, help="PnP iteration cap")
     parser.add_argument("--images", nargs="+", default=list(HELD_OUT))
-    parser.add_argument("--model", default="", help="an LPN checkpoint (default: the shipped data/lpn_image)")
+    parser.add_argument("--model", default="", help="an LPN checkpoint (default: the shipped imaging/weights/lpn_image)")
     parser.add_argument("--out", default="out")
     args = parser.parse_args()
     torch.set_num_threads(1)

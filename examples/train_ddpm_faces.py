@@ -1,4 +1,4 @@
-"""Train a small DDPM (ε-prediction) on the offline LFW faces of scikit-image and save it to data/ddpm_faces32.
+"""Train a small DDPM (ε-prediction) on the offline LFW faces of scikit-image and save it to imaging/weights/ddpm_faces32.
 
 Data: `imaging.data.load_faces` at 32×32, faces 0..79 for training (mapped to [-1, 1], augmented by horizontal flips
 and random shifts of ±2 px with reflect padding to limit memorisation), faces 80..99 held out. Model: a diffusers
@@ -10,13 +10,13 @@ evaluated and saved. (The shipped weights were trained by this script's earlier,
 settings.)
 
 Writes, atomically, the diffusers folder `<out>/unet/` + `<out>/scheduler/` (safetensors; loaded by
-`UNet2DModel.from_pretrained("data/ddpm_faces32/unet")` and `DDPMScheduler.from_pretrained(
-"data/ddpm_faces32/scheduler")`, or `DiffusionPrior.from_pretrained("data/ddpm_faces32")`), plus
+`UNet2DModel.from_pretrained("imaging/weights/ddpm_faces32/unet")` and `DDPMScheduler.from_pretrained(
+"imaging/weights/ddpm_faces32/scheduler")`, or `DiffusionPrior.from_pretrained("imaging/weights/ddpm_faces32")`), plus
 `<out>/training.json` (settings and results of each run), and out/train_ddpm_faces.png: 16 samples by deterministic
 DDIM (50 steps, diffusers' DDIMScheduler) and 16 by stochastic DDPM (250 steps, diffusers' DDPMScheduler), the nearest training face of each DDPM sample and 8
 training faces. Prints the final training loss, the training time and the ε-MSE averaged over t on the held-out faces
 and on the (unaugmented) training faces: a held-out loss much above the training one means memorisation.
-Run: `python examples/train_ddpm_faces.py [--steps 1500] [--batch 32] [--lr 1e-3] [--seed 0] [--out data/ddpm_faces32]
+Run: `python examples/train_ddpm_faces.py [--steps 1500] [--batch 32] [--lr 1e-3] [--seed 0] [--out imaging/weights/ddpm_faces32]
 [--run runs/ddpm_faces32] [--threads 1] [--resume] [--evaluate-only]` (about 0.6 s a step on one CPU thread). The shipped model: the defaults,
 then `--resume --lr 5e-4 --warmup 50` (1500 more steps).
 """
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100, help="warmup steps of the learning rate")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="data/ddpm_faces32", help="diffusers folder to write")
+    parser.add_argument("--out", default="imaging/weights/ddpm_faces32", help="diffusers folder to write")
     parser.add_argument("--run", default="runs/ddpm_faces32", help="checkpoint and log of the run (resumable)")
     parser.add_argument("--figure", default="out/train_ddpm_faces.png")
     parser.add_argument("--threads", type=int, default=1)

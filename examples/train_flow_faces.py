@@ -1,4 +1,4 @@
-"""Train a small latent rectified-flow model on the offline LFW faces of scikit-image and save it to data/flow_faces32.
+"""Train a small latent rectified-flow model on the offline LFW faces of scikit-image and save it to imaging/weights/flow_faces32.
 
 Data: `imaging.data.load_faces` at 32×32 in [-1, 1], faces 0..79 for training (augmented by horizontal flips and
 shifts of ±2 px with reflect padding), faces 80..99 held out.
@@ -17,12 +17,12 @@ weights were trained by this script's earlier, hand-written loop with the same s
 (c) FLAIR's calibration: the velocity error L(t) on 100 points of [0, 1] (training faces) and the weight curve
     w ∝ 1/L, in `<out>/calibration.safetensors` (read by `FlowPrior.from_pretrained`).
 Writes, atomically, `<out>/transformer/` and `<out>/vae/` (safetensors; loaded by `SD3Transformer2DModel.from_pretrained
-("data/flow_faces32/transformer")`, `AutoencoderKL.from_pretrained("data/flow_faces32/vae")` or
-`FlowPrior.from_pretrained("data/flow_faces32")`) and `<out>/training.json`, plus out/train_flow_faces.png: 16
+("imaging/weights/flow_faces32/transformer")`, `AutoencoderKL.from_pretrained("imaging/weights/flow_faces32/vae")` or
+`FlowPrior.from_pretrained("imaging/weights/flow_faces32")`) and `<out>/training.json`, plus out/train_flow_faces.png: 16
 samples (Euler, 50 steps from t = 1 to 0) with the nearest training face of each, training faces, held-out faces and
 their autoencoder reconstructions. Prints the final losses, times, the held-out autoencoder PSNR and the flow loss
 averaged over t on the held-out and (unaugmented) training faces.
-Run: `python examples/train_flow_faces.py [--ae-steps 4000] [--flow-steps 6000] [--seed 0] [--out data/flow_faces32]
+Run: `python examples/train_flow_faces.py [--ae-steps 4000] [--flow-steps 6000] [--seed 0] [--out imaging/weights/flow_faces32]
 [--threads 1]` (one CPU thread: about 0.2 s an autoencoder step, 0.05 s a flow step; 18 min in all).
 """
 from __future__ import annotations
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100, help="warmup steps of the learning rates")
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="data/flow_faces32", help="folder to write (transformer/ and vae/)")
+    parser.add_argument("--out", default="imaging/weights/flow_faces32", help="folder to write (transformer/ and vae/)")
     parser.add_argument("--run", default="runs/flow_faces32", help="checkpoints and logs (resumable)")
     parser.add_argument("--figure", default="out/train_flow_faces.png")
     parser.add_argument("--threads", type=int, default=1)

@@ -16,7 +16,7 @@
   Its prior is the one of the paper's MNIST study (grows with noise, blur and mixing of digits).
 
 Run: `python examples/train_lpn.py --model laplacian|image|digits|all [--save] [--steps N] [--scale S]`; --save writes
-data/lpn_*.safetensors (with the training settings as metadata), otherwise the files go to --out.
+imaging/weights/lpn_*.safetensors (with the training settings as metadata), otherwise the files go to --out.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def train_laplacian(args) -> None:
     print(f"laplacian proximal matching (from the L1 model): {time.perf_counter() - start:.0f}s")
     for name, value in laplacian_errors(models).items():
         print(f"  {name:32s} {value:.4f}")
-    folder = ROOT / "data" if args.save else Path(args.out)
+    folder = ROOT / "imaging" / "weights" if args.save else Path(args.out)
     for key, name in (("l2", "laplacian-l2"), ("l1", "laplacian-l1"), ("pm", "laplacian-pm")):
         models[key].save(str(folder / SHIPPED[name]), {
             "data": "x ~ Laplace(0, 1), y = x + N(0, 1)", "loss": key, "batch": args.batch or 2000,
@@ -139,7 +139,7 @@ def train_image(args) -> None:
         stages = 3
         schedule = [Stage(args.steps // stages, proximal_matching_loss, args.lr / 2 ** k, gamma_min)
                     for k in range(stages)]
-    folder = ROOT / "data" if args.save else Path(args.out)
+    folder = ROOT / "imaging" / "weights" if args.save else Path(args.out)
     path = str(folder / SHIPPED["image"])
     settings = {**previous,"sigma": sigma, "patch": patch, "batch": args.batch or 16, "train_images": list(TRAIN_IMAGES),
                 "scales": list(SCALES), "held_out": list(HELD_OUT),
@@ -172,7 +172,7 @@ def train_digits(args) -> None:
     model = LPNPatch(8, hidden=64)
     schedule = proximal_matching_schedule(args.digit_steps, default_gamma_min((1, 8, 8)), pretrain_fraction=0.4,
                                           lr_pretrain=1e-3, lr=1e-3, lr_final=1e-4)
-    folder = ROOT / "data" if args.save else Path(args.out)
+    folder = ROOT / "imaging" / "weights" if args.save else Path(args.out)
     path = str(folder / SHIPPED["digits"])
     settings = {"sigma": 0.1, "batch": 64, "data": "sklearn.datasets.load_digits, images 0..1499 (1500.. held out)",
                 "schedule_summary": "L1 40 % at 1e-3, then proximal matching, gamma 8,4,2,1 x gamma_min, lr 1e-3 -> 1e-4",
@@ -194,7 +194,7 @@ def train_digits(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="all", choices=("laplacian", "image", "digits", "all"))
-    parser.add_argument("--save", action="store_true", help="write data/lpn_*.safetensors")
+    parser.add_argument("--save", action="store_true", help="write imaging/weights/lpn_*.safetensors")
     parser.add_argument("--out", default="out", help="folder for the weights without --save")
     parser.add_argument("--scale", type=float, default=1.0, help="Laplacian: multiply the paper's step counts")
     parser.add_argument("--no-refine", dest="refine", action="store_false",

@@ -74,13 +74,14 @@ def load_faces(split: str = "train", size: int = 32) -> torch.Tensor:
 
 
 def shipped_file(owner: str, files: dict[str, str], name: str, script: str):
-    """The path data/<files[name]> of a file shipped with the repository; a clear error for an unknown name or a
-    missing file (with the `script` that writes it)."""
+    """The path imaging/weights/<files[name]> of a file shipped inside the package (package data: found from any
+    working directory, in an editable or a regular install); a clear error for an unknown name or a missing file
+    (with the `script` that writes it)."""
     from pathlib import Path
 
     if name not in files:
         raise ValueError(f"{owner}: unknown name {name!r}; available: {sorted(files)}")
-    path = Path(__file__).resolve().parents[1] / "data" / files[name]
+    path = Path(__file__).resolve().parent / "weights" / files[name]
     if not path.exists():
         raise FileNotFoundError(f"{owner}: {path} is missing; create it with `{script}`")
     return path

@@ -24,7 +24,7 @@ DATA="${GPU_TRAIN_DATA:-.gpu-data/train400}"
   > "$RESULTS/device.log" 2>&1
 status=0
 for prior in ${GPU_TRAIN_PRIORS:-ddpm lpn}; do
-  case "$prior" in ddpm) shipped=data/ddpm_natural ;; lpn) shipped=data/lpn_natural.safetensors ;; esac
+  case "$prior" in ddpm) shipped=imaging/weights/ddpm_natural ;; lpn) shipped=imaging/weights/lpn_natural.safetensors ;; esac
   run="$RESULTS/runs/$prior"
   [ -d "runs/$prior" ] && mkdir -p "$RESULTS/runs" && cp -r "runs/$prior" "$run"   # a carried run continues exactly
   "$PY" scripts/train_priors.py "$prior" --data "$DATA" --run "$run" --hours "$HOURS" --init "$shipped" \

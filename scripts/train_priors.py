@@ -1,9 +1,9 @@
 """Train the shipped natural-image priors on a folder of images (train400) with `imaging.learning.Trainer`.
 
     python scripts/train_priors.py ddpm --data ../shared/datasets/train400 [--hours 1.9] [--threads 1]
-    python scripts/train_priors.py ddpm --export data/ddpm_natural       # EMA weights -> shipped diffusers folder
+    python scripts/train_priors.py ddpm --export imaging/weights/ddpm_natural       # EMA weights -> shipped diffusers folder
     python scripts/train_priors.py lpn --data ../shared/datasets/train400
-    python scripts/train_priors.py lpn --export data/lpn_natural.safetensors
+    python scripts/train_priors.py lpn --export imaging/weights/lpn_natural.safetensors
     accelerate launch scripts/train_priors.py ddpm --data ...            # several GPUs / nodes, same script
 
 Every prior's settings are the SETTINGS entry below (the run folder records them). A run lives in
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--curves", metavar="FIGURE", help="plot the loss curve of the run (log.jsonl) and exit")
     parser.add_argument("--init", metavar="EXPORTED",
                         help="a run folder without a checkpoint starts from these exported weights and their step "
-                             "(e.g. data/ddpm_natural, data/lpn_natural.safetensors): how a run continues in a "
+                             "(e.g. imaging/weights/ddpm_natural, imaging/weights/lpn_natural.safetensors): how a run continues in a "
                              "fresh checkout; AdamW's moments restart")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,4 +1,4 @@
-"""The shipped face priors (data/ddpm_faces32, data/flow_faces32) on held-out faces: RED-Diff, and FLAIR over the
+"""The shipped face priors (imaging/weights/ddpm_faces32, imaging/weights/flow_faces32) on held-out faces: RED-Diff, and FLAIR over the
 DDPM read as a flow, beat TV with its best λ by at least 1 dB on inpainting and 4× super-resolution; FLAIR with the
 latent flow beats the pseudo-inverse; all fit the data to the noise level."""
 from __future__ import annotations
@@ -61,9 +61,9 @@ def tv_baselines(held_out):
 
 
 def test_shipped_priors_load_offline():
-    ddpm = DiffusionPrior.from_pretrained(ROOT / "data" / "ddpm_faces32")
+    ddpm = DiffusionPrior.from_pretrained(ROOT / "imaging" / "weights" / "ddpm_faces32")
     assert ddpm.image_shape == (1, 32, 32) and ddpm.num_timesteps == 1000
-    flow = FlowPrior.from_pretrained(ROOT / "data" / "flow_faces32")
+    flow = FlowPrior.from_pretrained(ROOT / "imaging" / "weights" / "flow_faces32")
     assert flow.calibrated_weights is not None and flow.calibrated_weights.dim() == 1
     z = flow.encode(load_faces("test")[:2])
     assert tuple(z.shape[1:]) == flow.latent_shape
@@ -72,7 +72,7 @@ def test_shipped_priors_load_offline():
 @pytest.mark.parametrize("task", ["inpainting", "sr4"])
 def test_red_diff_beats_best_tv_on_held_out_faces(held_out, tv_baselines, task):
     op, y, tv_psnr = tv_baselines[task]
-    ddpm = DiffusionPrior.from_pretrained(ROOT / "data" / "ddpm_faces32")
+    ddpm = DiffusionPrior.from_pretrained(ROOT / "imaging" / "weights" / "ddpm_faces32")
     result = RedDiff(ddpm, op, y, steps=100, seed=0, **RED_DIFF[task]).run()
     assert score(result.x, held_out) >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
@@ -84,7 +84,7 @@ def test_flair_on_held_out_faces_fits_the_noise_level_and_beats_the_pseudo_inver
     1.0 dB above TV for SR but 0.2 dB below TV for inpainting, where the 8×8×8 autoencoder's reconstruction error is
     the ceiling; see the README.)"""
     op, y, _ = tv_baselines["sr4"]
-    flow = FlowPrior.from_pretrained(ROOT / "data" / "flow_faces32")
+    flow = FlowPrior.from_pretrained(ROOT / "imaging" / "weights" / "flow_faces32")
     result = Flair(flow, op, y, steps=50, noise_level=NOISE, seed=0, **FLAIR["sr4"]).run()
     assert score(result.x, held_out) >= score(op.pinv(y), held_out) + 0.5
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
@@ -93,7 +93,7 @@ def test_flair_on_held_out_faces_fits_the_noise_level_and_beats_the_pseudo_inver
 @pytest.mark.parametrize("task", ["inpainting", "sr4"])
 def test_flair_over_the_ddpm_as_flow_beats_best_tv_on_held_out_faces(held_out, tv_baselines, task):
     op, y, tv_psnr = tv_baselines[task]
-    flow = FlowPrior.from_diffusion(DiffusionPrior.from_pretrained(ROOT / "data" / "ddpm_faces32"))
+    flow = FlowPrior.from_diffusion(DiffusionPrior.from_pretrained(ROOT / "imaging" / "weights" / "ddpm_faces32"))
     result = Flair(flow, op, y, steps=100, noise_level=NOISE, seed=0, **FLAIR_DDPM[task]).run()
     assert score(result.x, held_out) >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE

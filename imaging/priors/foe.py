@@ -81,7 +81,7 @@ class FieldOfExperts(nn.Module):
 
     @classmethod
     def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
-        """A field of experts shipped in data/ (learned by examples/learn_foe.py; settings in the file's metadata):
+        """A field of experts shipped in imaging/weights/ (learned by examples/learn_foe.py; settings in the file's metadata):
         "denoise-sigma25" (denoising at σ = 25/255, the smoothed-|·| potential)."""
         import json
 

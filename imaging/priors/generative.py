@@ -125,7 +125,7 @@ class DiffusionPrior(_RangeMap):
     def from_pretrained(cls, folder: str | Path, *, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu", **kwargs) -> "DiffusionPrior":
         """Load a diffusers DDPM folder (`unet/` + `scheduler/`, as written by `save_pretrained` of a pipeline)
-        from a local path, e.g. a downloaded google/ddpm-celebahq-256 or the shipped `data/ddpm_faces32`."""
+        from a local path, e.g. a downloaded google/ddpm-celebahq-256 or the shipped `imaging/weights/ddpm_faces32`."""
         from diffusers import DDPMScheduler, UNet2DModel
 
         root = _local_folder(folder, "DiffusionPrior.from_pretrained")
@@ -149,7 +149,7 @@ class DiffusionPrior(_RangeMap):
         from imaging.data import shipped_file
 
         folder = shipped_file("DiffusionPrior.pretrained", SHIPPED_DIFFUSION, name,
-                              "python scripts/train_priors.py ddpm --data <train400> then --export data/ddpm_natural")
+                              "python scripts/train_priors.py ddpm --data <train400> then --export imaging/weights/ddpm_natural")
         return cls.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
 
     @property
@@ -369,7 +369,7 @@ class FlowPrior(_RangeMap):
                         device: str | torch.device = "cpu", autoencoder: str = "vae", **kwargs) -> "FlowPrior":
         """Load the `transformer/` (SD3Transformer2DModel), autoencoder (`vae/`, AutoencoderKL, or a folder of
         an AutoencoderTiny such as taesd3 given by path) and `scheduler/` (FlowMatchEulerDiscreteScheduler, if
-        present) of a Stable Diffusion 3 folder, or the shipped `data/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
+        present) of a Stable Diffusion 3 folder, or the shipped `imaging/weights/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
         A `calibration.safetensors` in the folder (key "weights", from `imaging.solvers.flair.calibrated_weights`)
         becomes `calibrated_weights`, FLAIR's default weight curve."""
         from diffusers import AutoencoderKL, AutoencoderTiny, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel

@@ -417,7 +417,7 @@ def load_lpn(path: str | Path, dtype: torch.dtype = torch.float32) -> LearnedPro
 
 
 def pretrained_lpn(name: str = "image", dtype: torch.dtype = torch.float32) -> LearnedProximalNetwork:
-    """An LPN shipped in data/ (written by examples/train_lpn.py; training settings in `model.settings`):
+    """An LPN shipped in imaging/weights/ (written by examples/train_lpn.py; training settings in `model.settings`):
     "image" (grey natural images, LPNConv), "digits" (8×8 handwritten digits, LPNPatch), "laplacian-pm" / "laplacian-l1" / "laplacian-l2" (LPN1d trained on
     y = x + N(0, 1), x ~ Laplace(0, 1) with proximal matching, L1 and L2 losses)."""
     from imaging.data import shipped_file
