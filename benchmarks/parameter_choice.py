@@ -17,6 +17,7 @@ Run: `python benchmarks/parameter_choice.py [--size 96] [--images 4] [--tasks ..
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 import warnings
@@ -36,13 +37,11 @@ NOISES = (0.005, 0.01, 0.05)
 GRID = np.geomspace(10 ** -2.5, 10 ** 0.5, 19)  # times σ‖A‖²
 METHODS = ("tv", "tikhonov", "foe")
 FOE_SIGMA = 25 / 255  # the shipped field of experts was learned for denoising at this σ with weight 1
-_FOE = []
 
 
+@functools.cache
 def foe() -> FieldOfExperts:
-    if not _FOE:
-        _FOE.append(FieldOfExperts.pretrained("denoise-sigma25"))
-    return _FOE[0]
+    return FieldOfExperts.pretrained("denoise-sigma25")
 
 
 def solve(method: str, A, y: torch.Tensor, lam, sigma: float | None) -> imaging.solvers.Result:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -52,12 +52,10 @@ class AcceleratedGradient(IterativeSolver):
         if prepare_search(self, lam, y, A, noise_level, options, "AcceleratedGradient"):
             lam = 0.0
         self.lam = float(lam)
-        adjoint = A.adjoint(y)
-        self.like = x_like if x_like is not None else adjoint.real if adjoint.is_complex() else adjoint
+        self.like = unknown_like(A, y, x_like)
         if lipschitz is None:
-            bound = getattr(prior, "lipschitz_bound", None)
-            lipschitz = A.norm(self.like) ** 2 + (self.lam * float(bound()) if callable(bound) else
-                                                  A.norm(self.like) ** 2)
+            bound, data = getattr(prior, "lipschitz_bound", None), A.norm(self.like) ** 2
+            lipschitz = data + (self.lam * float(bound()) if callable(bound) else data)
         if not lipschitz > 0:
             raise ValueError(f"AcceleratedGradient: argument 'lipschitz' must be positive, got {lipschitz}")
         self.lipschitz = float(lipschitz)

@@ -38,15 +38,24 @@ class Result:
         return self.iterations
 
 
+def real_part(t: torch.Tensor) -> torch.Tensor:
+    """t, or its real part when complex (Aᴴ of complex measurements of a real image)."""
+    return t.real if t.is_complex() else t
+
+
+def unknown_like(A, y: torch.Tensor, x_like: torch.Tensor | None) -> torch.Tensor:
+    """A tensor shaped like the unknown: `x_like` when given, else Aᴴy (its real part for complex measurements)."""
+    return x_like if x_like is not None else real_part(A.adjoint(y))
+
+
 NONLINEAR_SOLVERS = "RedDiff, Flair"  # the solvers that accept a nonlinear Operator
 
 
 def require_linear(A, who: str) -> None:
     """A TypeError naming the solvers that accept a nonlinear operator, unless A is a `LinearOperator`."""
     if not isinstance(A, LinearOperator):
-        kind = "a nonlinear Operator" if callable(A) else type(A).__name__
-        raise TypeError(f"{who}: argument 'A' must be a LinearOperator (it uses the adjoint), got {kind} "
-                        f"({type(A).__name__}); the solvers that accept a nonlinear forward model are "
+        raise TypeError(f"{who}: argument 'A' must be a LinearOperator (it uses the adjoint), got "
+                        f"{type(A).__name__}; the solvers that accept a nonlinear forward model are "
                         f"{NONLINEAR_SOLVERS}, or wrap a linear map in a LinearOperator subclass")
 
 

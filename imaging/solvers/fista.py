@@ -14,7 +14,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -50,8 +50,7 @@ class FISTA(IterativeSolver):
         self.lam, self.prior = float(lam), prior if prior is not None else TotalVariation()
         self.lower, self.upper = lower, upper
         self.inner_tol, self.inner_max_iter, self.accelerated = inner_tol, inner_max_iter, accelerated
-        adjoint = A.adjoint(y)
-        self.like = x_like if x_like is not None else adjoint.real if adjoint.is_complex() else adjoint
+        self.like = unknown_like(A, y, x_like)
         self.step_size = 1.0 / max(A.norm(self.like) ** 2, 1e-30)
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:

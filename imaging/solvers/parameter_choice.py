@@ -32,7 +32,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.operators.noise import estimate_noise
 from imaging.solvers._variational import squared_misfit
-from imaging.solvers.base import ConvergenceWarning, Result
+from imaging.solvers.base import ConvergenceWarning, Result, real_part
 
 LOGGER = logging.getLogger("imaging")
 
@@ -135,8 +135,7 @@ def _misfit(A, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def squared_norm(A, y: torch.Tensor) -> float:
     """‖A‖² on images shaped like Aᴴy (its real part for complex measurements of real images): a λ scale."""
-    like = A.adjoint(y)
-    return A.norm(like.real if like.is_complex() else like) ** 2
+    return A.norm(real_part(A.adjoint(y))) ** 2
 
 
 def prepare_search(solver, value, y: torch.Tensor, A, noise_level: float | None, options: dict, who: str,
@@ -168,8 +167,7 @@ def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor |
         rule = SURE() if isinstance(A, Identity) else Discrepancy()
     if isinstance(rule, Discrepancy):
         return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who, warm)
-    risk = _gsure_risk if isinstance(rule, GSURE) else _sure_risk
-    return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm, risk)
+    return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm)
 
 
 class _Solves:
@@ -299,15 +297,13 @@ def _gsure_risk(solve, solves, A, y: torch.Tensor, rule: GSURE, sigma: float) ->
     x̂ in Aᴴy along b, whose trace weighted by σ² is the divergence term of Eldar's estimator."""
     from imaging.solvers.cg import CG
 
-    real = lambda t: t.real if t.is_complex() else t  # noqa: E731
-
     def normal(v: torch.Tensor) -> torch.Tensor:
-        return real(A.adjoint(A(v)))
+        return real_part(A.adjoint(A(v)))
 
     def pinv_normal(rhs: torch.Tensor) -> torch.Tensor:  # N⁺ rhs for rhs in the range of N
         return CG(normal, rhs, max_iter=rule.cg_max_iter, tol=rule.cg_tol).run(warn=False).x
 
-    adjoint_y = real(A.adjoint(y))
+    adjoint_y = real_part(A.adjoint(y))
     least_squares = pinv_normal(adjoint_y)
     probe = _probe(adjoint_y.shape, adjoint_y, rule.seed, False)
     direction = A(pinv_normal(pinv_normal(normal(probe))))  # A N⁺ P b, P b = N⁺N b
@@ -318,18 +314,19 @@ def _gsure_risk(solve, solves, A, y: torch.Tensor, rule: GSURE, sigma: float) ->
         x = solves(log_lam).x
         perturbed = solve(math.exp(log_lam), solves.starts[log_lam], y + eps * direction)
         solves.search.solves += 1
-        divergence = float((probe * real(perturbed.x - x)).sum()) / eps
-        projected = pinv_normal(normal(real(x)))
-        return (float(projected.pow(2).sum()) - 2 * float((real(x) * least_squares).sum())
+        divergence = float((probe * real_part(perturbed.x - x)).sum()) / eps
+        projected = pinv_normal(normal(real_part(x)))
+        return (float(projected.pow(2).sum()) - 2 * float((real_part(x) * least_squares).sum())
                 + 2 * per_component * divergence)
 
     return risk
 
 
-def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, warm: bool, make_risk) -> Result:
-    search = ParameterSearch("gsure" if isinstance(rule, GSURE) else "sure", sigma)
+def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, warm: bool) -> Result:
+    generalised = isinstance(rule, GSURE)
+    search = ParameterSearch("gsure" if generalised else "sure", sigma)
     solves = _Solves(solve, x0, search, rule.max_solves, warm)
-    estimate = make_risk(solve, solves, A, y, rule, sigma)
+    estimate = (_gsure_risk if generalised else _sure_risk)(solve, solves, A, y, rule, sigma)
 
     def risk(log_lam: float) -> float:
         with torch.no_grad():

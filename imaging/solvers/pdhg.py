@@ -26,7 +26,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
 from imaging.solvers.cg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -60,8 +60,7 @@ class PDHG(IterativeSolver):
         if prepare_search(self, lam, y, A, noise_level, options, "PDHG"):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         self.lower, self.upper, self.isotropic = lower, upper, isotropic
-        adjoint = A.adjoint(y)
-        like = x_like if x_like is not None else adjoint.real if adjoint.is_complex() else adjoint
+        like = unknown_like(A, y, x_like)
         if like.dim() not in (4, 5):
             raise ValueError(f"PDHG: images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(like.shape)}")
         self.like = like
