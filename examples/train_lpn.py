@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 from imaging.data import load_digits, load_image
-from imaging.learning.lpn_training import (Stage, default_gamma_min, l1_loss, l2_loss, laplacian_batches,
-                                           laplacian_schedule, patch_batches, proximal_matching_loss,
-                                           proximal_matching_schedule, train_lpn)
-from imaging.priors.lpn import SHIPPED, LPN1d, LPNConv, LPNPatch, load_lpn
+from imaging.data import PatchDataset
+from imaging.learning.lpn_training import (LaplaceSamples, Stage, default_gamma_min, l1_loss, l2_loss,
+                                           laplacian_schedule, lpn_trainer, proximal_matching_loss,
+                                           proximal_matching_schedule)
+from imaging.priors.lpn import SHIPPED, LearnedProximalNetwork, LPN1d, LPNConv, LPNPatch, load_lpn
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = ("camera", "coins", "moon", "astronaut", "brick", "text", "clock", "page")
@@ -81,25 +82,37 @@ def laplacian_errors(models: dict[str, LPN1d]) -> dict[str, float]:
     return errors
 
 
+def fit(model: LearnedProximalNetwork, schedule: list[Stage], data, batch: int, seed: int, args,
+        run: str | None = None, **options) -> LearnedProximalNetwork:
+    """Train `model` through `schedule` with the library's Trainer (`lpn_trainer`); with `run`, checkpoints go to
+    <out>/runs/<run>/ and a rerun continues from them."""
+    output = Path(args.out) / "runs" / run if run else None
+    trainer = lpn_trainer(model.requires_grad_(True), schedule, data, batch_size=batch, seed=seed, progress=args.progress,
+                          output_dir=output, **options)
+    trainer.fit()
+    return trainer.ema_model()
+
+
 def train_laplacian(args) -> None:
-    batches = laplacian_batches(args.batch or 2000)
+    batch = args.batch or 2000
     models = {}
     for loss, loss_fn in (("l2", l2_loss), ("l1", l1_loss)):
         start = time.perf_counter()
-        models[loss] = LPN1d()
-        train_lpn(models[loss], batches, laplacian_schedule(loss_fn, args.scale), seed=1 if loss == "l2" else 2,
-                  progress=args.progress)
+        seed = 1 if loss == "l2" else 2
+        models[loss] = fit(LPN1d(), laplacian_schedule(loss_fn, args.scale), LaplaceSamples(seed=seed), batch, seed,
+                           args)
         print(f"laplacian {loss}: {time.perf_counter() - start:.0f}s")
     start = time.perf_counter()
-    models["pm"] = LPN1d()
-    models["pm"].load_state_dict(models["l1"].state_dict())
+    pm = LPN1d()
+    pm.load_state_dict(models["l1"].state_dict())
     l1_stages = len(laplacian_schedule(l1_loss, args.scale))
-    train_lpn(models["pm"], batches, laplacian_schedule(proximal_matching_loss, args.scale)[l1_stages:], seed=3,
-              progress=args.progress)
+    pm = fit(pm, laplacian_schedule(proximal_matching_loss, args.scale)[l1_stages:], LaplaceSamples(seed=3), batch,
+             3, args)
     if args.refine:
-        for stage, batch, seed in LAPLACIAN_REFINEMENT:
+        for stage, size, seed in LAPLACIAN_REFINEMENT:  # every entry starts a fresh Adam
             stage = Stage(max(1, int(round(stage.steps * args.scale))), stage.loss, stage.lr, stage.gamma)
-            train_lpn(models["pm"], laplacian_batches(batch), [stage], seed=seed, progress=args.progress)
+            pm = fit(pm, [stage], LaplaceSamples(seed=seed), size, seed, args)
+    models["pm"] = pm
     print(f"laplacian proximal matching (from the L1 model): {time.perf_counter() - start:.0f}s")
     for name, value in laplacian_errors(models).items():
         print(f"  {name:32s} {value:.4f}")
@@ -141,20 +154,16 @@ def train_image(args) -> None:
                     for k in range(stages)]
     folder = ROOT / "imaging" / "weights" if args.save else Path(args.out)
     path = str(folder / SHIPPED["image"])
-    settings = {**previous,"sigma": sigma, "patch": patch, "batch": args.batch or 16, "train_images": list(TRAIN_IMAGES),
+    settings = {**previous, "sigma": sigma, "patch": patch, "batch": args.batch or 16, "train_images": list(TRAIN_IMAGES),
                 "scales": list(SCALES), "held_out": list(HELD_OUT),
                 "schedule_summary": "L1 40 % at 5e-3, then proximal matching, gamma 8,4,2,1 x gamma_min, lr 1e-3 -> 2e-4",
                 "script": f"examples/train_lpn.py --model image --steps {args.steps} --hidden {args.hidden} "
                           f"--depth {args.depth} --pools '{args.pools}' --sigma {args.sigma} --patch {patch}"
                           + (f" --resume {args.resume} --lr {args.lr}" if args.resume else "")}
     start = time.perf_counter()
-
-    def report(step: int, loss: float) -> None:
-        if step % 100 == 0:
-            print(f"step {step:6d}  loss {loss:.4g}  {time.perf_counter() - start:.0f}s", flush=True)
-
-    train_lpn(model, patch_batches(training_images(), patch, args.batch or 16, sigma), schedule, seed=0,
-              checkpoint=path, checkpoint_every=200, settings=settings, progress=args.progress, callback=report)
+    data = PatchDataset(training_images(), patch, sigma=sigma, length=10 ** 9)
+    model = fit(model, schedule, data, args.batch or 16, 0, args, run="lpn_image", checkpoint_every=200)
+    model.save(path, settings)
     print(f"image LPN: {time.perf_counter() - start:.0f}s, wrote {path}")
     clean = torch.cat([load_image(name, size=128, channels=1).float() for name in HELD_OUT])
     noisy = clean + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
@@ -178,10 +187,9 @@ def train_digits(args) -> None:
                 "schedule_summary": "L1 40 % at 1e-3, then proximal matching, gamma 8,4,2,1 x gamma_min, lr 1e-3 -> 1e-4",
                 "script": f"examples/train_lpn.py --model digits --digit-steps {args.digit_steps}"}
     start = time.perf_counter()
-    train_lpn(model, patch_batches(images, 8, 64, 0.1, augment=False), schedule, seed=0, checkpoint=path,
-              checkpoint_every=1000, settings=settings, progress=args.progress,
-              callback=lambda step, loss: step % 500 == 0 and print(f"step {step:6d}  loss {loss:.4g}  "
-                                                                      f"{time.perf_counter() - start:.0f}s", flush=True))
+    data = PatchDataset(images, 8, sigma=0.1, augment=False, length=10 ** 9)
+    model = fit(model, schedule, data, 64, 0, args, run="lpn_digits")
+    model.save(path, settings)
     clean = load_digits("test")
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

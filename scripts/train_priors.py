@@ -34,8 +34,8 @@ SETTINGS = {
     # 0.12] (around 25/255), L1 for the first half of the steps, then L2: the network is then the prox of the prior
     # whose prox is the MMSE denoiser (the best PSNR, what plug-and-play wants); `proximal_matching_schedule` would
     # aim at the MAP denoiser of the data's own prior instead. Core weights clipped to ≥ 0 after every step.
-    "lpn": {"losses": ["l1", "l2"],"patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200, "weight_decay": 0.0,
-            "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0, "sigma": [0.08, 0.12],
+    "lpn": {"losses": ["l1", "l2"], "patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200,
+            "weight_decay": 0.0, "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0, "sigma": [0.08, 0.12],
             "network": {"hidden": 64, "depth": 7, "pools": [False, False, True, False, True, False]}},
 }
 
@@ -137,8 +137,8 @@ def main() -> None:
     parser.add_argument("--curves", metavar="FIGURE", help="plot the loss curve of the run (log.jsonl) and exit")
     parser.add_argument("--init", metavar="EXPORTED",
                         help="a run folder without a checkpoint starts from these exported weights and their step "
-                             "(e.g. imaging/weights/ddpm_natural, imaging/weights/lpn_natural.safetensors): how a run continues in a "
-                             "fresh checkout; AdamW's moments restart")
+                             "(e.g. imaging/weights/ddpm_natural, imaging/weights/lpn_natural.safetensors): how a run "
+                             "continues in a fresh checkout; AdamW's moments restart")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:

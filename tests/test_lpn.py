@@ -7,9 +7,10 @@ import torch
 
 import imaging
 from imaging.data import load_digits, load_image
-from imaging.learning.lpn_training import (Stage, default_gamma_min, l1_loss, l2_loss, laplacian_batches,
-                                           laplacian_schedule, patch_batches, proximal_matching_loss,
-                                           proximal_matching_schedule, train_lpn)
+from imaging.data import PatchDataset
+from imaging.learning.lpn_training import (LaplaceSamples, Stage, StagedLoss, default_gamma_min, l1_loss, l2_loss,
+                                           laplacian_schedule, lpn_trainer, proximal_matching_loss,
+                                           proximal_matching_schedule)
 from imaging.metrics import psnr
 from imaging.operators import Blur, StructuredCompressedSensing, gaussian_kernel
 from imaging.priors import TotalVariation, tv_denoise
@@ -83,20 +84,24 @@ def test_prox_optimality_and_inversion(index):
 def test_weights_stay_non_negative_through_training(tmp_path):
     model = LPNConv(hidden=4, depth=3)
     init_core_weights(model, -3.0, 0.5)
-    images = [load_image("camera", size=32, channels=1)]
+    data = PatchDataset([load_image("camera", size=32, channels=1)], 12, sigma=0.1)
     path = tmp_path / "lpn.safetensors"
+    trainer = lpn_trainer(model, [Stage(10, l2_loss, 5e-2)], data, batch_size=4, output_dir=tmp_path / "run",
+                          checkpoint_every=5, settings={"note": "test"})
     minima = []
-    train_lpn(model, patch_batches(images, 12, 4, 0.1), [Stage(10, l2_loss, 5e-2)], checkpoint=str(path),
-              checkpoint_every=5, callback=lambda step, loss: minima.append(model.min_core_weight()),
-              settings={"note": "test"})
-    assert min(minima) >= 0.0
+    clip = trainer.after_step
+    trainer.after_step = lambda m: (clip(m), minima.append(m.min_core_weight()))
+    trainer.fit()
+    assert len(minima) == 10 and min(minima) >= 0.0
     # the steps would have made core weights negative without clipping
     unclipped = LPNConv(hidden=4, depth=3)
     init_core_weights(unclipped, -3.0, 0.5)
-    unclipped.clip_weights = lambda: None
-    train_lpn(unclipped, patch_batches(images, 12, 4, 0.1), [Stage(10, l2_loss, 5e-2)])
+    trainer = lpn_trainer(unclipped, [Stage(10, l2_loss, 5e-2)], data, batch_size=4)
+    trainer.after_step = None
+    trainer.fit()
     assert unclipped.min_core_weight() < 0.0
-    # checkpoint: atomic safetensors with settings, rebuilt by load_lpn
+    # exported weights: atomic safetensors with settings, rebuilt by load_lpn
+    model.save(str(path), {**trainer.settings, "note": "test", "step": 10})
     loaded = load_lpn(path)
     assert loaded.settings["step"] == 10 and loaded.settings["note"] == "test"
     assert loaded.settings["architecture"] == "LPNConv" and not list(tmp_path.glob("*.tmp"))
@@ -188,9 +193,36 @@ def test_pnp_with_the_tv_prox_solves_the_tv_problem():
 
 
 # --- Laplacian experiment -------------------------------------------------------------------------------------------
+def test_staged_lpn_training_follows_each_stage_learning_rate_and_loss():
+    schedule = [Stage(3, l1_loss, 1e-2), Stage(0, l2_loss, 5.0), Stage(2, proximal_matching_loss, 1e-3, 0.5)]
+    trainer = lpn_trainer(LPN1d(hidden=4, depth=2), schedule, LaplaceSamples(seed=0), batch_size=8)
+    rates = []
+    for _ in range(5):
+        rates.append(trainer.schedule.get_last_lr()[0])
+        trainer.train_step()
+    assert rates == pytest.approx([1e-2] * 3 + [1e-3] * 2)
+    loss = StagedLoss(schedule)
+    assert [loss.stage(s).loss for s in (0, 2, 3, 4, 9)] == [l1_loss] * 2 + [proximal_matching_loss] * 3
+    assert trainer.settings["schedule"][2]["loss"] == "proximal_matching_loss"
+
+
+def test_laplace_samples_are_a_deterministic_function_of_the_index():
+    data = LaplaceSamples(sigma=0.5, seed=3, block=7)
+    run = data.get_batch(5, 20)
+    assert run["clean"].shape == (20, 1) and run["noisy"].shape == (20, 1)
+    single = torch.stack([data[i]["clean"] for i in range(5, 25)])
+    assert torch.equal(single, run["clean"])
+    assert torch.equal(LaplaceSamples(sigma=0.5, seed=3, block=7).get_batch(12, 4)["noisy"], run["noisy"][7:11])
+    many = LaplaceSamples(seed=1).get_batch(0, 20000)["clean"]
+    assert float(many.abs().mean()) == pytest.approx(1.0, abs=0.03)  # E|x| = scale for Laplace(0, scale)
+    with pytest.raises(ValueError, match="scale"):
+        LaplaceSamples(scale=0.0)
+
+
 def test_laplacian_l2_lpn_trained_here_matches_the_mmse_denoiser():
     model = LPN1d()
-    train_lpn(model, laplacian_batches(500), [Stage(600, l2_loss, 1e-2), Stage(200, l2_loss, 1e-3)], seed=1)
+    lpn_trainer(model, [Stage(600, l2_loss, 1e-2), Stage(200, l2_loss, 1e-3)], LaplaceSamples(seed=1),
+                batch_size=500, seed=1).fit()
     y = torch.linspace(-3, 3, 61, dtype=torch.float64)[:, None]
     with torch.no_grad():
         error = (model.prox(y) - laplace_mmse(y)).abs().max()

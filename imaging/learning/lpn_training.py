@@ -1,4 +1,5 @@
-r"""Training learned proximal networks (`imaging.priors.lpn`): losses, the paper's schedules, the training loop.
+r"""Training learned proximal networks (`imaging.priors.lpn`): losses, the paper's schedules, data, and the
+`Trainer` set-up of an LPN (`lpn_trainer`).
 
 Data: clean x and noisy y = x + σ n; the network f_θ is trained so that f_θ(y) ≈ x under a loss ℓ(f_θ(y), x):
 
@@ -15,12 +16,11 @@ The loss saturates far from the target, so training starts with L1 ("pre-trainin
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
-
+from imaging.learning.trainer import Trainer
 from imaging.priors.lpn import LearnedProximalNetwork
 
 
@@ -110,63 +110,75 @@ def laplacian_schedule(loss: Loss = proximal_matching_loss, scale: float = 1.0) 
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
-def laplacian_batches(batch_size: int = 2000, sigma: float = 1.0, scale: float = 1.0
-                      ) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
-    """Batches (x, y) of shape (batch_size, 1): x ~ Laplace(0, scale), y = x + σ n, n ~ N(0, 1)."""
-    def batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        u = torch.rand(batch_size, 1, generator=generator) - 0.5
-        x = -scale * torch.sign(u) * torch.log1p(-2 * u.abs().clamp_max(0.5 - 1e-7))
-        return x, x + sigma * torch.randn(batch_size, 1, generator=generator)
+class LaplaceSamples:
+    """The Laplacian experiment's data for `Trainer`: item i is {"clean": x, "noisy": y} of shape (1,), x ~ Laplace(0,
+    `scale`), y = x + σ n, n ~ N(0, 1), a deterministic function of (seed, i). Samples are drawn in blocks of
+    `block` items (one generator per block), and `get_batch(first, count)` returns a run of items collated, so that
+    batches of thousands of scalars cost no per-item Python work."""
 
-    return batch
+    def __init__(self, sigma: float = 1.0, scale: float = 1.0, *, seed: int = 0, length: int = 10 ** 12,
+                 block: int = 4096) -> None:
+        if not (math.isfinite(sigma) and sigma >= 0 and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"LaplaceSamples: need sigma >= 0 and scale > 0, got {sigma}, {scale}")
+        if int(length) < 1 or int(block) < 1:
+            raise ValueError(f"LaplaceSamples: arguments 'length' and 'block' must be positive, got {length}, {block}")
+        self.sigma, self.scale, self.seed = float(sigma), float(scale), int(seed)
+        self.length, self.block = int(length), int(block)
+        self._cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
+    def __len__(self) -> int:
+        return self.length
 
-def patch_batches(images: list[torch.Tensor], patch: int, batch_size: int, sigma: float | tuple[float, float],
-                  augment: bool = True) -> Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
-    """Batches (x, y) of random patch×patch crops (N, C, patch, patch) of the images ((1, C, H, W) each, picked
-    with probability ∝ area), randomly flipped / rotated by 90° if `augment`, y = x + σ n; σ a number, or
-    (σ_min, σ_max) for a σ ~ U[σ_min, σ_max] drawn per sample (the network then stays a fixed prox, trained on a
-    range of noise). Whole small images (digits) are patches of their own size, without augmentation."""
-    low, high = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else map(float, sigma)
-    if not 0 <= low <= high:
-        raise ValueError(f"patch_batches: argument 'sigma' must be >= 0 or a pair 0 <= min <= max, got {sigma}")
-    areas = torch.tensor([float(im.shape[-1] * im.shape[-2]) for im in images])
-    if any(min(im.shape[-2:]) < patch for im in images):
-        raise ValueError(f"patch_batches: every image must be at least {patch}×{patch}")
-    images = [im.float() for im in images]
+    def _block(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is None or self._cache[0] != index:
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % (2 ** 63))
+            u = torch.rand(self.block, 1, generator=generator) - 0.5
+            x = -self.scale * torch.sign(u) * torch.log1p(-2 * u.abs().clamp_max(0.5 - 1e-7))
+            self._cache = (index, x, x + self.sigma * torch.randn(self.block, 1, generator=generator))
+        return self._cache[1], self._cache[2]
 
-    def batch(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        picks = torch.multinomial(areas, batch_size, replacement=True, generator=generator)
-        crops = []
-        for k in picks.tolist():
-            image = images[k]
-            i = int(torch.randint(image.shape[-2] - patch + 1, (1,), generator=generator))
-            j = int(torch.randint(image.shape[-1] - patch + 1, (1,), generator=generator))
-            crop = image[0, :, i:i + patch, j:j + patch]
-            if augment:
-                crop = torch.rot90(crop, int(torch.randint(4, (1,), generator=generator)), dims=(-2, -1))
-                if bool(torch.randint(2, (1,), generator=generator)):
-                    crop = crop.flip(-1)
-            crops.append(crop)
-        x = torch.stack(crops)
-        if high > low:
-            sigmas = low + (high - low) * torch.rand(len(x), 1, 1, 1, generator=generator)
-            return x, x + sigmas * torch.randn(x.shape, generator=generator)
-        return x, x + low * torch.randn(x.shape, generator=generator)
+    def get_batch(self, first: int, count: int) -> dict:
+        """Items first, ..., first + count − 1 (indices wrap around the length): {"clean", "noisy"} of shape
+        (count, 1)."""
+        clean, noisy, index = [], [], first % self.length
+        while count > 0:
+            block, offset = divmod(index, self.block)
+            take = min(count, self.block - offset, self.length - index)
+            x, y = self._block(block)
+            clean.append(x[offset:offset + take])
+            noisy.append(y[offset:offset + take])
+            count, index = count - take, (index + take) % self.length
+        return {"clean": torch.cat(clean), "noisy": torch.cat(noisy)}
 
-    return batch
+    def __getitem__(self, index: int) -> dict:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"LaplaceSamples: index {index} out of range for length {self.length}")
+        return {key: value[0] for key, value in self.get_batch(index % self.length, 1).items()}
 
 
 class StagedLoss:
     """A `Trainer` loss following a schedule of stages (e.g. `proximal_matching_schedule(total_steps, γ_min)`):
     at optimiser step s, the loss of the stage holding s, on batch["noisy"] -> batch["clean"] (the stages'
-    learning rates are ignored: the Trainer's schedule sets the rate)."""
+    learning rates are used by `lr_schedule`, or ignored when the Trainer keeps its cosine schedule)."""
 
     def __init__(self, schedule: list[Stage]) -> None:
         if not schedule:
             raise ValueError("StagedLoss: argument 'schedule' must hold at least one Stage")
         self.schedule = schedule
         self.ends = [sum(stage.steps for stage in schedule[:k + 1]) for k in range(len(schedule))]
+
+    def lr_schedule(self, lr: float) -> Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]:
+        """For `Trainer(lr=lr, lr_schedule=...)`: each stage's learning rate, as diffusers' piecewise-constant
+        schedule (multiples of `lr`)."""
+        from diffusers.optimization import get_piecewise_constant_schedule
+
+        rules = ",".join(f"{stage.lr / lr!r}:{end}" for stage, end in zip(self.schedule, self.ends) if stage.steps)
+        rules += f",{self.schedule[-1].lr / lr!r}"
+        return lambda optimizer: get_piecewise_constant_schedule(optimizer, rules)
+
+    def describe(self) -> list[dict]:
+        """The stages as JSON-serialisable dicts (for a run's settings)."""
+        return [{**asdict(stage), "loss": getattr(stage.loss, "__name__", repr(stage.loss))} for stage in self.schedule]
 
     def stage(self, step: int) -> Stage:
         """The stage of optimiser step `step` (the last stage past the schedule's end)."""
@@ -179,70 +191,17 @@ class StagedLoss:
 
 
 # --- training -----------------------------------------------------------------------------------------------------
-@dataclass
-class TrainingHistory:
-    """Loss of every step, with the stage index of each step."""
-
-    loss: list[float] = field(default_factory=list)
-    stage: list[int] = field(default_factory=list)
-
-    def mean_loss(self, stage: int, last: int = 100) -> float:
-        """Mean loss over the last `last` steps of a stage."""
-        values = [v for v, s in zip(self.loss, self.stage) if s == stage][-last:]
-        return sum(values) / max(1, len(values))
-
-
-def train_lpn(model: LearnedProximalNetwork, batches: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]],
-              schedule: list[Stage], *, seed: int = 0, checkpoint: str | None = None, checkpoint_every: int = 1000,
-              settings: dict | None = None, progress: bool = False,
-              callback: Callable[[int, float], None] | None = None) -> TrainingHistory:
-    """Train `model` in place with Adam through the stages of `schedule` (the learning rate is set per stage; Adam's
-    moments carry over), clipping the core weights to ≥ 0 after every step.
-
-    Args:
-        batches: generator -> (clean, noisy) tensors; the network is trained so that model(noisy) ≈ clean.
-        checkpoint: safetensors path written atomically every `checkpoint_every` steps and at the end, with the
-            model's config, the schedule, `settings` and the step count as metadata (`imaging.priors.lpn.load_lpn`
-            reads it back).
-        progress: show a tqdm bar; callback(step, loss) is called after every step.
-    Raises FloatingPointError when the loss becomes NaN or inf.
-    """
-    if not schedule:
-        raise ValueError("train_lpn: argument 'schedule' must hold at least one Stage")
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=schedule[0].lr)
-    dtype = next(model.parameters()).dtype
-    history = TrainingHistory()
-    total = sum(stage.steps for stage in schedule)
-    meta = {"schedule": [{**asdict(stage), "loss": getattr(stage.loss, "__name__", repr(stage.loss))}
-                         for stage in schedule], "seed": seed, **(settings or {})}
-    model.train()
-    step = 0
-    with tqdm(total=total, desc="train LPN", disable=not progress, leave=False) as bar:
-        for index, stage in enumerate(schedule):
-            for group in optimiser.param_groups:
-                group["lr"] = stage.lr
-            for _ in range(stage.steps):
-                clean, noisy = (t.to(dtype) for t in batches(generator))
-                loss = stage.loss(model(noisy), clean, stage.gamma)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"train_lpn: the loss became {loss.item()} at step {step + 1} "
-                                             f"(stage {index}: {stage}); lower the learning rate")
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                model.clip_weights()
-                step += 1
-                history.loss.append(loss.item())
-                history.stage.append(index)
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{history.mean_loss(index, 50):.4g}", stage=index, refresh=False)
-                if callback is not None:
-                    callback(step, loss.item())
-                if checkpoint is not None and step % checkpoint_every == 0:
-                    model.save(checkpoint, {**meta, "step": step})
-    model.eval()
-    if checkpoint is not None:
-        model.save(checkpoint, {**meta, "step": step})
-    return history
+def lpn_trainer(model: LearnedProximalNetwork, schedule: list[Stage], dataset, *, batch_size: int, seed: int = 0,
+                ema_decay: float | None = None, **options) -> Trainer:
+    """The `Trainer` of an LPN through the stages of `schedule`: `StagedLoss(schedule)` on the dataset's
+    "noisy" -> "clean" items, Adam (no weight decay, no gradient clipping) at each stage's learning rate (diffusers'
+    piecewise-constant schedule; the moments carry over from stage to stage), the core weights clipped to ≥ 0
+    after every step, no EMA unless `ema_decay` is given. `options` go to `Trainer` (output_dir, progress,
+    checkpoint_every, log_every, settings, ...). After `fit()`, `trainer.ema_model().save(path, settings)` writes the
+    weights that `imaging.priors.lpn.load_lpn` reads."""
+    loss = StagedLoss(schedule)
+    lr = schedule[0].lr
+    settings = {"schedule": loss.describe(), **options.pop("settings", {})}
+    return Trainer(model, loss, dataset, batch_size=batch_size, steps=loss.ends[-1], lr=lr, weight_decay=0.0,
+                   grad_clip=None, ema_decay=ema_decay, seed=seed, after_step=type(model).clip_weights,
+                   lr_schedule=loss.lr_schedule(lr), settings=settings, **options)

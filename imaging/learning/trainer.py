@@ -70,7 +70,9 @@ class Trainer:
         model: the network (an `nn.Module`).
         loss: `loss(model, batch) -> tensor`, the mean loss over `batch` (or per-item losses).
         dataset: indexable, item i a dict of tensors that depends only on i (e.g. `imaging.data.PatchDataset`);
-            indices wrap around its length.
+            indices wrap around its length. A dataset with a `get_batch(first, count)` method (the items first,
+            ..., first + count − 1 collated, e.g. `imaging.learning.lpn_training.LaplaceSamples`) is read through
+            it, for datasets of many tiny items.
         batch_size: the global batch (all processes together); must be divisible by the number of processes.
         steps: optimiser steps in total (a resumed run continues up to this many).
         lr, weight_decay, warmup, grad_clip: AdamW's peak learning rate and decoupled weight decay, the warmup steps
@@ -84,6 +86,9 @@ class Trainer:
         progress: a tqdm bar on the main process.
         after_step: `after_step(model)` after each optimiser step (the unwrapped model).
         settings: JSON-serialisable description of the run, stored in the checkpoint's metadata.
+        lr_schedule: `lr_schedule(optimizer)` -> a torch learning-rate scheduler stepped once per optimiser step,
+            relative to `lr` (e.g. `StagedLoss.lr_schedule(lr)`, diffusers' piecewise-constant schedule); default
+            diffusers' `get_cosine_schedule_with_warmup(optimizer, warmup, steps)`.
     """
 
     def __init__(self, model: nn.Module, loss: Callable[[nn.Module, dict], torch.Tensor], dataset: Any, *,
@@ -91,7 +96,8 @@ class Trainer:
                  grad_clip: float | None = 1.0, ema_decay: float | None = 0.999, seed: int = 0,
                  output_dir: str | os.PathLike | None = None, checkpoint_every: int = 1000, log_every: int = 50,
                  mixed_precision: str = "auto", cpu: bool = False, progress: bool = False,
-                 after_step: Callable[[nn.Module], None] | None = None, settings: dict | None = None) -> None:
+                 after_step: Callable[[nn.Module], None] | None = None, settings: dict | None = None,
+                 lr_schedule: Callable[[torch.optim.Optimizer], Any] | None = None) -> None:
         from accelerate import Accelerator
         from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -145,7 +151,8 @@ class Trainer:
 
             self.ema = EMAModel(parameters, decay=ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
         optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-        self.schedule = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+        self.schedule = (get_cosine_schedule_with_warmup(optimizer, warmup, steps) if lr_schedule is None
+                         else lr_schedule(optimizer))
         self.wrapped, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0
         self.seconds = 0.0  # training wall time of earlier chunks (restored on resume)
@@ -157,8 +164,11 @@ class Trainer:
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         local = self.batch_size // world
         first = step * self.batch_size + rank * local
-        items = [self.dataset[(first + k) % len(self.dataset)] for k in range(local)]
-        batch = {key: value.to(self.accelerator.device) for key, value in _collate(items).items()}
+        if hasattr(self.dataset, "get_batch"):
+            collated = self.dataset.get_batch(first, local)
+        else:
+            collated = _collate([self.dataset[(first + k) % len(self.dataset)] for k in range(local)])
+        batch = {key: value.to(self.accelerator.device) for key, value in collated.items()}
         batch["step"] = step  # for losses that change along the run (e.g. the LPN's proximal-matching stages)
         return batch
 
