@@ -97,3 +97,20 @@ def test_flair_over_the_ddpm_as_flow_beats_best_tv_on_held_out_faces(held_out, t
     result = Flair(flow, op, y, steps=100, noise_level=NOISE, seed=0, **FLAIR_DDPM[task]).run()
     assert score(result.x, held_out) >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
+
+
+def test_red_diff_ends_at_the_noise_level_given_it():
+    """With the noise level, RED-Diff's data term stops at the noise (the discrepancy hinge) and the final data RMS
+    lies within 10 % of σ; the paper's plain data term (discrepancy=None) keeps fitting the noise."""
+    from imaging.data import load_image
+
+    truth = load_image("coffee", size=48, channels=1).float()[..., 8:40, 8:40].contiguous()
+    mask = (torch.rand(truth.shape, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    op, sigma = Inpainting(mask), 0.02
+    y = GaussianNoise(sigma)(op(truth), generator=torch.Generator().manual_seed(0))
+    ddpm = DiffusionPrior.pretrained("natural")
+    hinge = RedDiff(ddpm, op, y, steps=50, noise_level=sigma).run()
+    plain = RedDiff(ddpm, op, y, steps=50, noise_level=sigma, discrepancy=None).run(warn=False)
+    assert 0.9 <= hinge.history["data_rms"][-1] / sigma <= 1.1 and hinge.converged
+    assert plain.history["data_rms"][-1] / sigma < 0.9
+    assert score(hinge.x, truth) >= score(op.pinv(y), truth) + 1.0
