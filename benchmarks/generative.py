@@ -70,8 +70,8 @@ def main() -> None:
         truth = load_faces("test").repeat(2, 1, 1, 1)[:batch].to(device)
         y = op(truth)
         for name, real, free in (
-                ("RED-Diff", lambda p: RedDiff(p, op, y, steps=args.steps).run(), ddpm),
-                ("FLAIR", lambda p: Flair(p, op, y, steps=args.steps, noise_level=0.0, lr_data=1.0,
+                ("RED-Diff", lambda p: RedDiff(op, y, p, steps=args.steps).run(), ddpm),
+                ("FLAIR", lambda p: Flair(op, y, p, steps=args.steps, noise_level=0.0, lr_data=1.0,
                                            min_decrease=0.0).run(), flow)):
             free_prior = free_ddpm if name == "RED-Diff" else free_flow
             with PeakMemory(device) as memory:

@@ -48,17 +48,17 @@ def solvers(steps: int) -> tuple[dict, dict]:
 
     def red_diff(A, y, sigma, lam_factor=None, **setting):
         if lam_factor is not None:
-            default = RedDiff(ddpm, A, y, steps=steps, noise_level=sigma)
+            default = RedDiff(A, y, ddpm, steps=steps, noise_level=sigma)
             setting["lam"] = lam_factor * default.default_lam(A.adjoint(y))
-        return RedDiff(ddpm, A, y, steps=steps, noise_level=sigma, seed=0, **setting).run()
+        return RedDiff(A, y, ddpm, steps=steps, noise_level=sigma, seed=0, **setting).run()
 
     runs = {"RED-Diff": red_diff,
-            "FLAIR-DDPM": lambda A, y, sigma, **s: Flair(flow, A, y, steps=steps, noise_level=sigma, seed=0,
+            "FLAIR-DDPM": lambda A, y, sigma, **s: Flair(A, y, flow, steps=steps, noise_level=sigma, seed=0,
                                                            **s).run(),
             "PnP-LPN": lambda A, y, sigma, **s: PnPADMM(A, y, lpn.prox, box=(0.0, 1.0), max_iter=steps,
                                                         noise_level=sigma, **s).run()}
     grids = {"RED-Diff": [{"lam_factor": f, "lr": lr} for f, lr in itertools.product((0.3, 1.0, 3.0), (0.25, 0.5))],
-             "FLAIR-DDPM": [{"regularisation": r} for r in (0.05, 0.1, 0.2, 0.5, 1.0)],
+             "FLAIR-DDPM": [{"lam": r} for r in (0.05, 0.1, 0.2, 0.5, 1.0)],
              "PnP-LPN": [{"rho": r} for r in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)]}
     return runs, grids
 

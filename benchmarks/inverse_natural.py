@@ -40,10 +40,10 @@ TASKS = ("deblur", "sr4", "inpaint50", "cs30", "custom")
 TV_GRID = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 1.28e-2, 2.56e-2)
 # One setting per method, for every task (noise 0.01), from `--tune` on train400 crops; RED-Diff's λ follows the
 # noise level (its default 3σ·n_x/n_y, chosen on train400 crops).
-SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR-DDPM": {"regularisation": 0.1},
+SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR-DDPM": {"lam": 0.1},
             "PnP-LPN": {"rho": 0.005}}
 GRIDS = {"RED-Diff": {"lr": [0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5]},
-         "FLAIR-DDPM": {"regularisation": [0.02, 0.05, 0.1, 0.2, 0.5]},
+         "FLAIR-DDPM": {"lam": [0.02, 0.05, 0.1, 0.2, 0.5]},
          "PnP-LPN": {"rho": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]}}
 
 
@@ -54,8 +54,8 @@ def methods(steps: int) -> dict:
     ddpm = DiffusionPrior.pretrained("natural")
     flow = FlowPrior.from_diffusion(ddpm)
     lpn = pretrained_lpn("natural")
-    return {"RED-Diff": lambda A, y, **o: RedDiff(ddpm, A, y, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
-            "FLAIR-DDPM": lambda A, y, **o: Flair(flow, A, y, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
+    return {"RED-Diff": lambda A, y, **o: RedDiff(A, y, ddpm, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
+            "FLAIR-DDPM": lambda A, y, **o: Flair(A, y, flow, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
             "PnP-LPN": lambda A, y, **o: PnPADMM(A, y, lpn.prox, box=(0.0, 1.0), max_iter=steps, **o).run().x}
 
 

@@ -52,11 +52,11 @@ def operator(task: str, size: int):
 RED_DIFF = {"inpainting": dict(lr=0.1, lam=0.25), "sr4": dict(lr=0.1, lam=0.25), "deblur": dict(lr=0.1, lam=0.05)}
 # FLAIR's data steps are Polyak steps (no step size to tune); decoder_error = the autoencoder's RMS error on the
 # training faces (31.2 dB), for the pixel-space refinement of inpainting and deblurring.
-FLAIR = {"inpainting": dict(regularisation=0.25, decoder_error=0.028), "sr4": dict(regularisation=0.1),
-         "deblur": dict(regularisation=0.25, decoder_error=0.028)}
+FLAIR = {"inpainting": dict(lam=0.25, decoder_error=0.028), "sr4": dict(lam=0.1),
+         "deblur": dict(lam=0.25, decoder_error=0.028)}
 # FLAIR over the DDPM as a flow (constant weight, `steps` prior steps): ρ per task, chosen on training faces.
-FLAIR_DDPM = {"inpainting": dict(regularisation=0.1), "sr4": dict(regularisation=0.05),
-              "deblur": dict(regularisation=0.05)}
+FLAIR_DDPM = {"inpainting": dict(lam=0.1), "sr4": dict(lam=0.05),
+              "deblur": dict(lam=0.05)}
 
 
 def best_tv(op, y, truth):
@@ -101,11 +101,11 @@ def main() -> None:
         start = time.perf_counter()
         x_tv, lam = best_tv(op, y, truth)
         results[f"TV (best λ = {lam:g})"] = (x_tv, time.perf_counter() - start)
-        runs = {"RED-Diff": lambda **o: RedDiff(ddpm, op, y, steps=args.steps, seed=args.seed,
+        runs = {"RED-Diff": lambda **o: RedDiff(op, y, ddpm, steps=args.steps, seed=args.seed,
                                                 **{**RED_DIFF[task], **o}).run(),
-                "FLAIR": lambda **o: Flair(flow, op, y, steps=args.steps // 2, noise_level=NOISE, seed=args.seed,
+                "FLAIR": lambda **o: Flair(op, y, flow, steps=args.steps // 2, noise_level=NOISE, seed=args.seed,
                                            **{**FLAIR[task], **o}).run(),
-                "FLAIR-DDPM": lambda **o: Flair(flow_ddpm, op, y, steps=args.steps, noise_level=NOISE, seed=args.seed,
+                "FLAIR-DDPM": lambda **o: Flair(op, y, flow_ddpm, steps=args.steps, noise_level=NOISE, seed=args.seed,
                                                 **{**FLAIR_DDPM[task], **o}).run()}
         variants = [("RED-Diff", {}), ("FLAIR", {}), ("FLAIR-DDPM", {})]
         if args.ablations:

@@ -29,7 +29,7 @@ from imaging.priors import DiffusionPrior, FlowPrior, pretrained_lpn  # noqa: E4
 from imaging.solvers import Flair, PnPADMM, RedDiff  # noqa: E402
 
 NOISE = 0.01
-SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR": {"regularisation": 0.1}, "PnP-LPN": {"rho": 0.005}}
+SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR": {"lam": 0.1}, "PnP-LPN": {"rho": 0.005}}
 TV_GRID = (2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 
 
@@ -47,9 +47,9 @@ def main() -> None:
     mask = (torch.rand(truth.shape, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     tasks = {"deblurring": Blur(gaussian_kernel(1.6), mode="reflect"), "inpainting 50 %": Inpainting(mask)}
     solvers = {
-        "RED-Diff": lambda A, y: RedDiff(ddpm, A, y, steps=args.steps, noise_level=NOISE, progress=True,
+        "RED-Diff": lambda A, y: RedDiff(A, y, ddpm, steps=args.steps, noise_level=NOISE, progress=True,
                                           **SETTINGS["RED-Diff"]).run(),
-        "FLAIR": lambda A, y: Flair(flow, A, y, steps=args.steps, noise_level=NOISE, progress=True,
+        "FLAIR": lambda A, y: Flair(A, y, flow, steps=args.steps, noise_level=NOISE, progress=True,
                                     **SETTINGS["FLAIR"]).run(),
         "PnP-LPN": lambda A, y: PnPADMM(A, y, lpn.prox, box=(0.0, 1.0), max_iter=args.steps, progress=True,
                                         **SETTINGS["PnP-LPN"]).run()}

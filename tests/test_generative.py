@@ -58,7 +58,7 @@ def test_red_diff_prior_step_matches_gaussian_pull(scheduler):
     """E_ε[w(σ/α)(ε*(αμ + σε) − ε)] = σ²(μ − m)/(α²s² + σ²) for the linear weighting w(r) = r: a Tikhonov pull
     towards the prior mean. Monte-Carlo over SAMPLES draws; tolerance 5 standard errors."""
     prior = DiffusionPrior(gaussian_eps(scheduler.alphas_cumprod), scheduler, model_range=(-1, 1))
-    solver = RedDiff(prior, Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), steps=10)
+    solver = RedDiff(Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), prior, steps=10)
     gen = torch.Generator().manual_seed(0)
     mu = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4).expand(SAMPLES, 1, 4, 4)
     for t in (50, 300, 700, 990):
@@ -75,7 +75,7 @@ def test_red_diff_prior_step_matches_gaussian_pull(scheduler):
 def test_flair_prior_step_matches_gaussian_pull():
     """E_ε[v*(t ε + (1 − t) μ, t) − (ε − μ)] = t (μ − m) / ((1 − t)² s² + t²) without trajectory adjustment."""
     prior = FlowPrior(gaussian_velocity, None, model_range=(-1, 1))
-    solver = Flair(prior, Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), steps=5, noise_level=0.005)
+    solver = Flair(Inpainting(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4), prior, steps=5, noise_level=0.005)
     gen = torch.Generator().manual_seed(1)
     mu = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 1, 4, 4).expand(SAMPLES, 1, 4, 4)
     for t in (0.2, 0.5, 0.8, 0.98):
@@ -125,10 +125,10 @@ def test_gaussian_prior_alone_pulls_to_the_mean(scheduler, solver):
     start = torch.full((1, 1, 8, 8), 0.95, dtype=torch.float64)  # model value 0.9, m = 0.3
     if solver == "red_diff":
         prior = DiffusionPrior(gaussian_eps(scheduler.alphas_cumprod), scheduler)
-        result = RedDiff(prior, op, y, steps=100, obs_weight=0.0, lam=1.0, lr=0.05).run(start)
+        result = RedDiff(op, y, prior, steps=100, obs_weight=0.0, lam=1.0, lr=0.05).run(start)
     else:
         prior = FlowPrior(gaussian_velocity, None)
-        result = Flair(prior, op, y, steps=50, data_steps=0, noise_level=0.005).run(start)
+        result = Flair(op, y, prior, steps=50, data_steps=0, noise_level=0.005).run(start)
     # single-sample steps leave a per-pixel spread (Adam's of about lr); their image average is pulled to m
     assert abs(float(prior.to_model(result.x).mean()) - MEAN) < 0.3 * (0.9 - MEAN)
 
@@ -169,15 +169,15 @@ def test_red_diff_with_diffusers_unet_from_a_local_folder(tmp_path, scheduler):
     x = faces()
     op = Crop()
     y = op(x)
-    result = RedDiff(prior, op, y, steps=20, seed=5).run()
+    result = RedDiff(op, y, prior, steps=20, seed=5).run()
     assert result.x.shape == x.shape and result.iterations == 20
     assert set(result.history) == {"t", "data_rms", "prior_loss"} and result.history["t"][0] == 950.0
     assert result.history["t"][-1] == 0.0 and all(math.isfinite(v) for v in result.history["data_rms"])
-    again = RedDiff(prior, op, y, steps=20, seed=5).run()
-    other = RedDiff(prior, op, y, steps=20, seed=6).run()
+    again = RedDiff(op, y, prior, steps=20, seed=5).run()
+    other = RedDiff(op, y, prior, steps=20, seed=6).run()
     assert torch.equal(result.x, again.x) and not torch.equal(result.x, other.x)
     # the data term does its work: with λ = 0 the measured half is fitted
-    fitted = RedDiff(prior, op, y, steps=50, lam=0.0, lr=0.05).run()
+    fitted = RedDiff(op, y, prior, steps=50, lam=0.0, lr=0.05).run()
     assert fitted.history["data_rms"][-1] < 0.1 * fitted.history["data_rms"][0] + 1e-4
 
 
@@ -185,10 +185,10 @@ def test_red_diff_nonlinear_operator_and_half_precision_model(scheduler):
     prior = DiffusionPrior(tiny_unet().to(torch.bfloat16), scheduler)
     x = faces()
     op = Saturate()
-    result = RedDiff(prior, op, op(x), steps=10).run(torch.full_like(x, 0.5))
+    result = RedDiff(op, op(x), prior, steps=10).run(torch.full_like(x, 0.5))
     assert result.x.dtype == torch.float32 and bool(torch.isfinite(result.x).all())
     with pytest.raises(ValueError, match="nonlinear operator has no pseudo-inverse"):
-        RedDiff(prior, op, op(x), steps=10).run()
+        RedDiff(op, op(x), prior, steps=10).run()
 
 
 def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path):
@@ -208,31 +208,31 @@ def test_flair_with_sd3_transformer_and_autoencoder_from_a_local_folder(tmp_path
     mask = (torch.rand(1, 1, 8, 8, generator=gen) > 0.4).float()
     op = Inpainting(mask)
     y = op(x)
-    result = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
+    result = Flair(op, y, prior, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
     assert result.x.shape == x.shape and result.iterations == 6
     assert set(result.history) == {"t", "data_rms", "prior_loss", "data_steps"}
     assert result.history["t"][0] < 1 and result.history["t"][-1] > 0.18
     # the decoupled data steps lower the residual below the one after the prior step alone
-    no_data = Flair(prior, op, y, steps=6, data_steps=0, seed=1, noise_level=0.005).run()
+    no_data = Flair(op, y, prior, steps=6, data_steps=0, seed=1, noise_level=0.005).run()
     assert result.history["data_rms"][-1] < no_data.history["data_rms"][-1]
-    again = Flair(prior, op, y, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
+    again = Flair(op, y, prior, steps=6, data_steps=5, lr_data=1.0, seed=1, noise_level=0.005).run()
     assert torch.equal(result.x, again.x)
     # the pixel-space refinement with the decoder's error restores the measured pixels the decoder cannot represent
-    plain = Flair(prior, op, y, steps=3, noise_level=0.01, seed=2).run()
-    refined = Flair(prior, op, y, steps=3, noise_level=0.01, decoder_error=0.05, seed=2).run()
+    plain = Flair(op, y, prior, steps=3, noise_level=0.01, seed=2).run()
+    refined = Flair(op, y, prior, steps=3, noise_level=0.01, decoder_error=0.05, seed=2).run()
     assert float((op(refined.x) - y).norm()) < 0.5 * float((op(plain.x) - y).norm())
     with pytest.raises(ValueError, match="'decoder_error'"):
-        Flair(prior, Saturate(), y, decoder_error=0.05)
+        Flair(Saturate(), y, prior, decoder_error=0.05)
     # Polyak data steps with an unreachable noise level: all J steps without the stall stop, fewer with it, and
     # each accepted step lowers the misfit (Armijo)
-    every = Flair(prior, op, y, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.0, seed=1).run()
-    stalled = Flair(prior, op, y, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.5, seed=1).run()
+    every = Flair(op, y, prior, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.0, seed=1).run()
+    stalled = Flair(op, y, prior, steps=3, data_steps=6, noise_level=0.0, min_decrease=0.5, seed=1).run()
     assert every.history["data_steps"] == [6.0, 6.0, 6.0] and sum(stalled.history["data_steps"]) < 18
     assert every.history["data_rms"][-1] < no_data.history["data_rms"][-1]
     with pytest.raises(ValueError, match="'min_decrease'"):
-        Flair(prior, op, y, min_decrease=1.0, noise_level=0.005)
+        Flair(op, y, prior, min_decrease=1.0, noise_level=0.005)
     for options in ({"trajectory_adjustment": False}, {"decoupled": False}, {"weights": torch.rand(100) + 0.5}):
-        ablation = Flair(prior, op, y, steps=4, **options, noise_level=0.005).run()
+        ablation = Flair(op, y, prior, steps=4, **options, noise_level=0.005).run()
         assert bool(torch.isfinite(ablation.x).all())
 
 
@@ -241,7 +241,7 @@ def test_flair_custom_operator_pixel_space_flow_and_unet_velocity():
     prior = FlowPrior(tiny_unet(), None)
     x = faces()
     op = Crop()
-    result = Flair(prior, op, op(x), steps=5, data_steps=3, noise_level=0.005).run()
+    result = Flair(op, op(x), prior, steps=5, data_steps=3, noise_level=0.005).run()
     assert result.x.shape == x.shape and bool(torch.isfinite(result.x).all())
 
 
@@ -252,9 +252,9 @@ def test_flair_noise_level_is_estimated_or_asked_for():
     x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(5))
     op = Inpainting((torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(6)) > 0.5).float())
     y = op(x) + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
-    assert Flair(prior, op, y, steps=2).noise_level == pytest.approx(0.05, rel=0.2)
+    assert Flair(op, y, prior, steps=2).noise_level == pytest.approx(0.05, rel=0.2)
     with pytest.raises(ValueError, match="Flair: argument 'noise_level' was not given"):
-        Flair(prior, Crop(), Crop()(faces()), steps=2)
+        Flair(Crop(), Crop()(faces()), prior, steps=2)
 
 
 def test_bad_input_gives_clear_errors(scheduler, tmp_path):
@@ -262,14 +262,14 @@ def test_bad_input_gives_clear_errors(scheduler, tmp_path):
     op = Inpainting(torch.ones(1, 1, 16, 16))
     x = torch.rand(1, 1, 16, 16)
     with pytest.raises(ValueError, match=r"expects \(1, 8, 8\)"):
-        RedDiff(prior, op, op(x), steps=5).run()
+        RedDiff(op, op(x), prior, steps=5).run()
     op8 = Inpainting(torch.ones(1, 1, 8, 8))
     y = op8(torch.rand(1, 1, 8, 8))
     y[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="'y' contains NaN"):
-        RedDiff(prior, op8, y)
+        RedDiff(op8, y, prior)
     with pytest.raises(ValueError, match="'steps'"):
-        RedDiff(prior, op8, op8(x[..., :8, :8]), steps=0)
+        RedDiff(op8, op8(x[..., :8, :8]), prior, steps=0)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         DiffusionPrior.from_pretrained("google/ddpm-celebahq-256")
     with pytest.raises(FileNotFoundError, match="local folder"):
@@ -277,11 +277,31 @@ def test_bad_input_gives_clear_errors(scheduler, tmp_path):
     transformer, vae = tiny_sd3()
     flow = FlowPrior(transformer, vae)
     with pytest.raises(ValueError, match=r"expects \(4, 4, 4\)"):
-        Flair(flow, op, op(x), steps=2).run()
+        Flair(op, op(x), flow, steps=2).run()
+    with pytest.raises(TypeError, match="RedDiff: argument 'prior' must be a DiffusionPrior, got FlowPrior"):
+        RedDiff(op, op(x), flow)
+    with pytest.raises(TypeError, match="Flair: argument 'A' must be an imaging Operator"):
+        Flair(object(), op(x), flow)
     with pytest.raises(TypeError, match="'prior' must be a FlowPrior"):
-        Flair(prior, op8, op8(x[..., :8, :8]))
+        Flair(op8, op8(x[..., :8, :8]), prior)
     with pytest.raises(ValueError, match="'guidance_scale'"):
         FlowPrior(transformer, vae, guidance_scale=0.5)
+
+
+def test_the_problem_comes_first_and_the_old_order_is_deprecated(scheduler):
+    """Every solver is called as Solver(A, y, prior); Solver(prior, A, y) and Flair's `regularisation=` still
+    work for one release, with a DeprecationWarning, and give the same result."""
+    prior = DiffusionPrior(tiny_unet(), scheduler)
+    op, x = Crop(), faces()
+    new = RedDiff(op, op(x), prior, steps=4).run(warn=False)
+    with pytest.warns(DeprecationWarning, match=r"RedDiff\(A, y, prior\)"):
+        old = RedDiff(prior, op, op(x), steps=4).run(warn=False)
+    assert torch.equal(new.x, old.x)
+    flow = FlowPrior.from_diffusion(prior)
+    new = Flair(op, op(x), flow, steps=3, lam=0.2, noise_level=0.01).run(warn=False)
+    with pytest.warns(DeprecationWarning):
+        old = Flair(flow, op, op(x), steps=3, regularisation=0.2, noise_level=0.01)
+    assert old.lam == 0.2 and torch.equal(new.x, old.run(warn=False).x)
 
 
 def test_one_step_denoiser_is_the_posterior_mean_for_a_gaussian_prior():

@@ -22,8 +22,8 @@ NOISE = 0.01
 TV_WEIGHTS = (3e-5, 1e-4, 3e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3e-2)
 # The per-task settings examples/generative_priors.py reports (tuned on training faces).
 RED_DIFF = {"inpainting": dict(lr=0.1, lam=0.25), "sr4": dict(lr=0.1, lam=0.25)}
-FLAIR = {"sr4": dict(regularisation=0.1)}
-FLAIR_DDPM = {"inpainting": dict(regularisation=0.1), "sr4": dict(regularisation=0.05)}
+FLAIR = {"sr4": dict(lam=0.1)}
+FLAIR_DDPM = {"inpainting": dict(lam=0.1), "sr4": dict(lam=0.05)}
 
 
 def operator(task: str, size: int):
@@ -73,7 +73,7 @@ def test_shipped_priors_load_offline():
 def test_red_diff_beats_best_tv_on_held_out_faces(held_out, tv_baselines, task):
     op, y, tv_psnr = tv_baselines[task]
     ddpm = DiffusionPrior.from_pretrained(ROOT / "imaging" / "weights" / "ddpm_faces32")
-    result = RedDiff(ddpm, op, y, steps=100, seed=0, **RED_DIFF[task]).run()
+    result = RedDiff(op, y, ddpm, steps=100, seed=0, **RED_DIFF[task]).run()
     assert score(result.x, held_out) >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
 
@@ -85,7 +85,7 @@ def test_flair_on_held_out_faces_fits_the_noise_level_and_beats_the_pseudo_inver
     the ceiling; see the README.)"""
     op, y, _ = tv_baselines["sr4"]
     flow = FlowPrior.from_pretrained(ROOT / "imaging" / "weights" / "flow_faces32")
-    result = Flair(flow, op, y, steps=50, noise_level=NOISE, seed=0, **FLAIR["sr4"]).run()
+    result = Flair(op, y, flow, steps=50, noise_level=NOISE, seed=0, **FLAIR["sr4"]).run()
     assert score(result.x, held_out) >= score(op.pinv(y), held_out) + 0.5
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
 
@@ -94,7 +94,7 @@ def test_flair_on_held_out_faces_fits_the_noise_level_and_beats_the_pseudo_inver
 def test_flair_over_the_ddpm_as_flow_beats_best_tv_on_held_out_faces(held_out, tv_baselines, task):
     op, y, tv_psnr = tv_baselines[task]
     flow = FlowPrior.from_diffusion(DiffusionPrior.from_pretrained(ROOT / "imaging" / "weights" / "ddpm_faces32"))
-    result = Flair(flow, op, y, steps=100, noise_level=NOISE, seed=0, **FLAIR_DDPM[task]).run()
+    result = Flair(op, y, flow, steps=100, noise_level=NOISE, seed=0, **FLAIR_DDPM[task]).run()
     assert score(result.x, held_out) >= tv_psnr + 1.0
     assert result.history["data_rms"][-1] <= 1.5 * NOISE
 
@@ -109,8 +109,8 @@ def test_red_diff_ends_at_the_noise_level_given_it():
     op, sigma = Inpainting(mask), 0.02
     y = GaussianNoise(sigma)(op(truth), generator=torch.Generator().manual_seed(0))
     ddpm = DiffusionPrior.pretrained("natural")
-    hinge = RedDiff(ddpm, op, y, steps=50, noise_level=sigma).run()
-    plain = RedDiff(ddpm, op, y, steps=50, noise_level=sigma, discrepancy=None).run(warn=False)
+    hinge = RedDiff(op, y, ddpm, steps=50, noise_level=sigma).run()
+    plain = RedDiff(op, y, ddpm, steps=50, noise_level=sigma, discrepancy=None).run(warn=False)
     assert 0.9 <= hinge.history["data_rms"][-1] / sigma <= 1.1 and hinge.converged
     assert plain.history["data_rms"][-1] / sigma < 0.9
     assert score(hinge.x, truth) >= score(op.pinv(y), truth) + 1.0

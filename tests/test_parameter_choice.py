@@ -112,11 +112,11 @@ def test_red_diff_defines_its_stopping_rule():
     x = picture(size=32).float()
     y = noisy(A, x, 0.01)
     with pytest.warns(ConvergenceWarning, match="data RMS"):  # 2 steps cannot explain the data
-        result = RedDiff(prior, A, y, steps=2, lam=100.0, noise_level=0.01).run(x0=torch.full_like(x, 0.5))
+        result = RedDiff(A, y, prior, steps=2, lam=100.0, noise_level=0.01).run(x0=torch.full_like(x, 0.5))
     assert not result.converged
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        assert RedDiff(prior, A, y, steps=2).run().converged  # no noise level: the schedule is the rule
+        assert RedDiff(A, y, prior, steps=2).run().converged  # no noise level: the schedule is the rule
 
 
 # ------------------------------------------------------------------------------------------------ lam = "auto"
@@ -218,7 +218,7 @@ def test_red_diff_lam_auto_searches_full_runs_from_one_start():
     prior = DiffusionPrior.pretrained("natural")
     A, x = Downsampling(2), picture(size=32).float()
     y = noisy(A, x, 0.02)
-    result = RedDiff(prior, A, y, steps=10, lr=0.5, lam="auto", noise_level=0.02).run(warn=False)
+    result = RedDiff(A, y, prior, steps=10, lr=0.5, lam="auto", noise_level=0.02).run(warn=False)
     search = result.parameter_search
     assert search.criterion == "discrepancy" and 1 <= search.solves <= 15 and result.lam > 0
     # the kept λ is the one whose misfit came closest to the target among those tried

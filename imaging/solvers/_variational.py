@@ -2,14 +2,28 @@
 stopping rule of a fixed schedule."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from imaging.operators.base import LinearOperator, Operator
 
 
+def problem_first(A, y, prior, prior_type: type, who: str) -> tuple:
+    """(A, y, prior) of a solver called, as every solver is, with the problem first: `Solver(A, y, prior)`. The
+    earlier order `Solver(prior, A, y)` still works for one release, with a DeprecationWarning."""
+    if isinstance(A, prior_type) and not isinstance(prior, prior_type):
+        warnings.warn(f"{who}(prior, A, y) is deprecated: pass the problem first, {who}(A, y, prior)",
+                      DeprecationWarning, stacklevel=3)
+        A, y, prior = y, prior, A
+    if not isinstance(prior, prior_type):
+        raise TypeError(f"{who}: argument 'prior' must be a {prior_type.__name__}, got {type(prior).__name__}")
+    return A, y, prior
+
+
 def check_measurement(operator: Operator, y: torch.Tensor, who: str) -> torch.Tensor:
     if not isinstance(operator, Operator) and not callable(operator):
-        raise TypeError(f"{who}: argument 'operator' must be an imaging Operator or a callable, got "
+        raise TypeError(f"{who}: argument 'A' must be an imaging Operator or a callable, got "
                         f"{type(operator).__name__}")
     if not isinstance(y, torch.Tensor) or y.dim() < 2:
         raise ValueError(f"{who}: argument 'y' must be a batched tensor (N, ...), got "

@@ -20,30 +20,34 @@ per image unit, so the data step equals the paper's for images in [−1, 1].
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from tqdm.auto import tqdm
 
 from imaging.operators.base import LinearOperator, Operator
 from imaging.priors.generative import FlowPrior
-from imaging.solvers._variational import (SeededNoise, check_measurement, schedule_check, squared_misfit,
-                                          starting_image)
+from imaging.solvers._variational import (SeededNoise, check_measurement, problem_first, schedule_check,
+                                          squared_misfit, starting_image)
 from imaging.solvers.base import IterativeSolver
 from imaging.solvers.cg import CG
 from imaging.solvers.parameter_choice import resolve_noise_level
 
 
 class Flair(IterativeSolver):
-    """FLAIR for y ≈ A(x) with a `FlowPrior`; `run(x0=None)` starts from E(A⁺y) (linear A) or E(x0).
+    """FLAIR for y ≈ A(x) with a `FlowPrior`: `Flair(A, y, prior, ...)`; `run(x0=None)` starts from E(A⁺y)
+    (linear A) or E(x0).
 
     Args:
-        prior: the flow model (and its autoencoder); operator: any `Operator` on images in the image range.
+        A: any `Operator` on images in the image range (linear or not).
         y: measurements (N, ...), N independent problems.
+        prior: the flow model (and its autoencoder).
         steps: K prior steps on the grid linspace(1, t_min, K + 2)[1:-1].
         weights: the calibrated weight curve w (M,) on linspace(1, 0, M) (looked up at the nearest t); None takes
             the prior's `calibrated_weights` if it has them, else a constant 1 (`torch.ones(1)` forces the
-            constant). regularisation: ρ, the prior weight's scale; None: the prior's `default_regularisation`
-            (0.5 with calibrated weights, 0.1 for a diffusion model read as a flow).
+            constant). lam: ρ, the prior weight's scale (the paper's regularisation weight; `regularisation=` is its
+            deprecated name); None: the prior's `default_regularisation` (0.5 with calibrated weights, 0.1 for a
+            diffusion model read as a flow).
         lr_prior: η_R. lr_data: η_D, the paper's fixed data step (to be tuned per operator and image size), or
             None (default) for the Polyak step s²(‖r‖² − nσ²)/‖∇‖², which aims each data step at the noise level
             and needs no tuning. data_steps: J (0: no data steps). noise_level: σ, the data steps stop once the
@@ -63,19 +67,23 @@ class Flair(IterativeSolver):
 
     name = "FLAIR"
 
-    def __init__(self, prior: FlowPrior, operator: Operator, y: torch.Tensor, *, steps: int = 50,
-                 t_min: float = 0.18, weights: torch.Tensor | None = None, regularisation: float | None = None,
+    def __init__(self, A: Operator, y: torch.Tensor, prior: FlowPrior, *, steps: int = 50,
+                 t_min: float = 0.18, weights: torch.Tensor | None = None, lam: float | None = None,
                  lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15,
                  noise_level: float | None = None,
                  min_decrease: float = 0.01, trajectory_adjustment: bool = True, decoupled: bool = True,
-                 decoder_error: float | None = None, seed: int | None = 0, **loop_options) -> None:
-        if not isinstance(prior, FlowPrior):
-            raise TypeError(f"Flair: argument 'prior' must be a FlowPrior, got {type(prior).__name__}")
+                 decoder_error: float | None = None, seed: int | None = 0, regularisation: float | None = None,
+                 **loop_options) -> None:
+        operator, y, prior = problem_first(A, y, prior, FlowPrior, "Flair")
+        if regularisation is not None:
+            warnings.warn("Flair: argument 'regularisation' is deprecated, pass lam", DeprecationWarning,
+                          stacklevel=2)
+            lam = regularisation if lam is None else lam
         if steps < 1 or not 0 <= t_min < 1:
             raise ValueError(f"Flair: need steps >= 1 and t_min in [0, 1), got {steps} and {t_min}")
-        if regularisation is None:
-            regularisation = getattr(prior, "default_regularisation", 0.5)
-        for name, value in (("regularisation", regularisation), ("lr_prior", lr_prior),
+        if lam is None:
+            lam = getattr(prior, "default_regularisation", 0.5)
+        for name, value in (("lam", lam), ("lr_prior", lr_prior),
                             ("lr_data", 0.0 if lr_data is None else lr_data),
                             ("noise_level", 0.0 if noise_level is None else noise_level)):
             if not (math.isfinite(value) and value >= 0):
@@ -95,7 +103,7 @@ class Flair(IterativeSolver):
         self.y = check_measurement(operator, y, "Flair")
         self.times = torch.linspace(1, t_min, steps + 2)[1:-1].tolist()
         self.weights = weights if weights is not None else prior.calibrated_weights
-        self.regularisation = regularisation
+        self.lam = lam
         self.lr_prior, self.lr_data, self.data_steps, self.noise_level = lr_prior, lr_data, data_steps, noise_level
         self.trajectory_adjustment, self.decoupled, self.seed = trajectory_adjustment, decoupled, seed
         self.min_decrease = min_decrease
@@ -104,9 +112,9 @@ class Flair(IterativeSolver):
     def weight(self, t: float) -> float:
         """λ(t) = ρ w(t), w looked up at the nearest point of linspace(1, 0, M)."""
         if self.weights is None:
-            return self.regularisation
+            return self.lam
         m = self.weights.shape[0]
-        return self.regularisation * float(self.weights[round((1 - t) * (m - 1))])
+        return self.lam * float(self.weights[round((1 - t) * (m - 1))])
 
     def prior_direction(self, mu: torch.Tensor, t: float, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(v_θ(z_t, t) − (ε − μ), x̂₁) at z_t = t ε + (1 − t) μ: the stop-gradient prior direction (the flow-

@@ -25,8 +25,8 @@ import torch
 
 from imaging.operators.base import Operator
 from imaging.priors.generative import DiffusionPrior
-from imaging.solvers._variational import (SeededNoise, check_measurement, schedule_check, squared_misfit,
-                                          starting_image)
+from imaging.solvers._variational import (SeededNoise, check_measurement, problem_first, schedule_check,
+                                          squared_misfit, starting_image)
 from imaging.solvers.base import IterativeSolver
 from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver
 
@@ -57,11 +57,13 @@ def constant_weighting(r: float) -> float:
 
 
 class RedDiff(IterativeSolver):
-    """RED-Diff for y ≈ A(x) with a `DiffusionPrior`; `run(x0=None)` starts from A⁺y (linear A) or x0.
+    """RED-Diff for y ≈ A(x) with a `DiffusionPrior`: `RedDiff(A, y, prior, ...)`; `run(x0=None)` starts from A⁺y
+    (linear A) or x0.
 
     Args:
-        prior: the diffusion model; operator: any `Operator` acting on images (N, C, H, W) in the image range.
+        A: any `Operator` acting on images (N, C, H, W) in the image range (linear or not).
         y: measurements (N, ...); N independent problems are solved together.
+        prior: the diffusion model.
         steps: K timesteps (≤ T). lr: Adam step size. lam: λ, the prior weight relative to the data term; None
             (default): 3σ·n_x/n_y from `noise_level` σ (n_x pixels, n_y measurements per sample: the prior then
             weighs the same against the likelihood whatever the number of measurements; the factor 3 was chosen on
@@ -82,13 +84,12 @@ class RedDiff(IterativeSolver):
 
     name = "RED-Diff"
 
-    def __init__(self, prior: DiffusionPrior, operator: Operator, y: torch.Tensor, *, steps: int = 100,
+    def __init__(self, A: Operator, y: torch.Tensor, prior: DiffusionPrior, *, steps: int = 100,
                  lr: float = 0.25, lam: float | str | None = None, obs_weight: float = 1.0,
                  weighting: Callable[[float], float] = linear_weighting, sigma_x0: float = 0.0,
                  noise_level: float | None = None, discrepancy: float | None = 1.0, seed: int | None = 0,
                  **loop_options) -> None:
-        if not isinstance(prior, DiffusionPrior):
-            raise TypeError(f"RedDiff: argument 'prior' must be a DiffusionPrior, got {type(prior).__name__}")
+        operator, y, prior = problem_first(A, y, prior, DiffusionPrior, "RedDiff")
         if not 1 <= steps <= prior.num_timesteps:
             raise ValueError(f"RedDiff: argument 'steps' must be in [1, {prior.num_timesteps}], got {steps}")
         options = dict(steps=steps, lr=lr, obs_weight=obs_weight, weighting=weighting, sigma_x0=sigma_x0, seed=seed,
@@ -118,7 +119,7 @@ class RedDiff(IterativeSolver):
         with torch.no_grad():
             start = starting_image(self.operator, self.y, x0, self.prior.image_range, "RedDiff")
         options = {**self.options, "discrepancy": None}  # the search itself brings the misfit to the noise
-        return search_solver(lambda value, data: RedDiff(self.prior, self.operator, data, lam=value,
+        return search_solver(lambda value, data: RedDiff(self.operator, data, self.prior, lam=value,
                                                          noise_level=self.noise_level, **options),
                              self.operator, self.y, self.parameter_rule, self.noise_level, self.default_lam(start),
                              start, "RedDiff", warm=False)
