@@ -12,31 +12,23 @@ import torch
 from imaging.calibration.common import (CalibrationResult, History, back_projection, check_measurements,
                                         expand_truth, loss_of)
 from imaging.calibration.sensing import GainSensing
+from imaging.linalg import conjugate_gradient
 
 
 def image_cg(sensing: GainSensing, xi: torch.Tensor, weights: torch.Tensor, c: torch.Tensor, steps: int,
              tol: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """CG on Aᴴ diag(w) A ξ = Aᴴ c from ξ, for at most `steps` steps or until ‖residual‖ <= tol ‖initial residual‖.
+    """The library's conjugate gradient on Aᴴ diag(w) A ξ = Aᴴ c from ξ, for at most `steps` steps or until
+    ‖residual‖ <= tol ‖initial residual‖ per sample; A ξ is kept alongside (from the fused passes' A d).
     Returns (ξ, u = A ξ, passes over the matrices)."""
     u, Q, rhs, _ = sensing.normal_pass(xi, weights, c)
-    r = rhs - Q
-    d = r
-    rr = (r.abs() ** 2).sum(1)
-    stop = tol ** 2 * rr
-    passes = 1
-    for _ in range(steps):
-        if bool((rr <= stop).all()):
-            break
+
+    def normal(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v, Ad, _, _ = sensing.normal_pass(d, weights)
-        passes += 1
-        alpha = torch.where(rr > stop, rr / (d.conj() * Ad).real.sum(1).clamp_min(1e-300), torch.zeros_like(rr))
-        xi = xi + alpha[:, None] * d
-        u = u + alpha[:, None, None] * v
-        r = r - alpha[:, None] * Ad
-        rr_new = (r.abs() ** 2).sum(1)
-        d = r + (rr_new / rr.clamp_min(1e-300))[:, None] * d
-        rr = rr_new
-    return xi, u, passes
+        return Ad, v
+
+    result = conjugate_gradient(normal, rhs, xi, tol=tol, max_iter=steps, relative_to_start=True, track=True,
+                                aux0=u, residual0=rhs - Q)
+    return result.x, result.aux, 1 + result.matvecs
 
 
 def uncalibrated(sensing: GainSensing, y: torch.Tensor, *, max_iter: int = 200, tol: float = 1e-10,

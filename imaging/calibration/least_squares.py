@@ -20,11 +20,7 @@ import torch
 from imaging.calibration.common import (CalibrationResult, History, check_measurements, expand_truth, fix_gauge,
                                         loss_of)
 from imaging.calibration.sensing import GainSensing
-
-
-def _dot(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Re <a, b> per problem for block vectors (s, x)."""
-    return sum((ai.conj() * bi).real.sum(1) for ai, bi in zip(a, b))
+from imaging.linalg import batch_dot, conjugate_gradient
 
 
 class _NormalEquations:
@@ -48,8 +44,9 @@ class _NormalEquations:
 
 def _pcg(op: _NormalEquations, rhs: tuple[torch.Tensor, torch.Tensor], z0: tuple[torch.Tensor, torch.Tensor],
          constrained: bool, tol: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve op(z) = rhs by PCG from z0 (batched), with the Jacobi preconditioner; with `constrained`, on the
-    subspace Σ_i s_i = const (the preconditioned residual is projected obliquely onto Σ_i g_s = 0)."""
+    """Solve op(z) = rhs by the library's conjugate gradient from z0 (batched, block unknowns (s, x)) with the
+    Jacobi preconditioner, to a relative preconditioned residual `tol`; with `constrained`, on the subspace
+    Σ_i s_i = const (the preconditioned residual is projected obliquely onto Σ_i g_s = 0)."""
     inv = tuple(1 / d for d in op.diagonal)
 
     def precondition(r):
@@ -58,26 +55,8 @@ def _pcg(op: _NormalEquations, rhs: tuple[torch.Tensor, torch.Tensor], z0: tuple
             g = (g[0] - inv[0] * (g[0].sum(1, keepdim=True) / inv[0].sum(1, keepdim=True)), g[1])
         return g
 
-    Az = op(z0)
-    z = z0
-    r = (rhs[0] - Az[0], rhs[1] - Az[1])
-    g = precondition(r)
-    d = g
-    rg = _dot(r, g)
-    stop = tol ** 2 * rg.clamp_min(0)
-    for _ in range(max_iter):
-        if bool((rg <= stop).all()):
-            break
-        Ad = op(d)
-        alpha = torch.where(rg > stop, rg / _dot(d, Ad).clamp_min(1e-300), torch.zeros_like(rg))
-        z = (z[0] + alpha[:, None] * d[0], z[1] + alpha[:, None] * d[1])
-        r = (r[0] - alpha[:, None] * Ad[0], r[1] - alpha[:, None] * Ad[1])
-        g = precondition(r)
-        rg_new = _dot(r, g)
-        beta = rg_new / rg.clamp_min(1e-300)
-        d = (g[0] + beta[:, None] * d[0], g[1] + beta[:, None] * d[1])
-        rg = rg_new
-    return z
+    return conjugate_gradient(op, rhs, z0, tol=tol, max_iter=max_iter, preconditioner=precondition,
+                              relative_to_start=True).x
 
 
 def _back_transform(z: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,12 +117,12 @@ def spectral(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None,
                  max_iter=max_iter)
         shifted = _NormalEquations(sensing, y, shift=1e-12)
         for _ in range(inverse_iterations):
-            norm = _dot(z, z).sqrt()[:, None]
+            norm = batch_dot(z, z).sqrt()[:, None]
             z = (z[0] / norm, z[1] / norm)
             # Problems whose z is already a null vector (Rayleigh quotient at the shift: the noiseless case) keep it:
             # their right-hand side becomes (MᴴM + δI) z, solved by z itself.
             Az = shifted(z)
-            is_null = (_dot(z, Az) <= 2 * shifted.shift)[:, None]
+            is_null = (batch_dot(z, Az) <= 2 * shifted.shift)[:, None]
             rhs = (torch.where(is_null, Az[0], z[0]), torch.where(is_null, Az[1], z[1]))
             z = _pcg(shifted, rhs, z, constrained=False, tol=tol, max_iter=max_iter)
         phase = z[0].mean(1, keepdim=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from imaging import linalg
 from imaging.learning.lower_level import accelerated_gradient
 
 
@@ -86,28 +87,13 @@ def solve_lower(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor, 
     return accelerated_gradient(_Lower(problem, theta), eps / x0.shape[0] ** 0.5, x0, max_iter=max_iter)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum()
-
-
 def conjugate_gradient(hvp, rhs: torch.Tensor, x0: torch.Tensor, tol: float, max_iter: int
                        ) -> tuple[torch.Tensor, int]:
-    """Solve H q = rhs (H symmetric positive definite, given by hvp) to ‖residual‖ ≤ tol (absolute)."""
-    q = x0.clone()
-    r = rhs - hvp(q)
-    d = r.clone()
-    rr = _dot(r, r)
-    iterations = 1
-    while float(rr.sqrt()) > tol and iterations < max_iter:
-        Hd = hvp(d)
-        alpha = rr / _dot(d, Hd)
-        q = q + alpha * d
-        r = r - alpha * Hd
-        rr_new = _dot(r, r)
-        d = r + (rr_new / rr) * d
-        rr = rr_new
-        iterations += 1
-    return q, iterations
+    """Solve H q = rhs (H symmetric positive definite, given by hvp; the whole batch one system) to ‖residual‖ ≤ tol
+    (absolute) by the library's conjugate gradient; returns (q, applications of H, at most max_iter)."""
+    result = linalg.conjugate_gradient(lambda v: hvp(v[0])[None], rhs[None], x0[None], tol=0.0, atol=tol,
+                                       max_iter=max(max_iter - 1, 0))
+    return result.x[0], result.matvecs
 
 
 @dataclass
@@ -132,7 +118,7 @@ def hypergradient(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor
                                               torch.zeros_like(grad_g) if q0 is None else q0, delta, max_cg)
     with torch.enable_grad():
         theta_ = theta.detach().requires_grad_()
-        z = -torch.autograd.grad(_dot(problem.lower_grad(x, theta_), q), theta_)[0]
+        z = -torch.autograd.grad((problem.lower_grad(x, theta_) * q).sum(), theta_)[0]
     mu, L_g = problem.mu, problem.upper_lipschitz
     J = problem.jacobian_norm(x, theta)
     g_norm = float(torch.linalg.vector_norm(grad_g))

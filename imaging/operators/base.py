@@ -211,12 +211,25 @@ class LinearOperator(Operator):
             self.__dict__["_norms"] = {}
         return self.__dict__["_norms"]
 
-    def pinv(self, y: torch.Tensor, **cg_options) -> torch.Tensor:
-        """Least-squares solution of A x = y (minimum norm from x0 = 0) by conjugate gradient on A^H A x = A^H y
-        (`cg_options`: those of `imaging.least_squares`, e.g. max_iter, tol, warn)."""
-        from imaging.solvers.cg import least_squares
+    def pinv(self, y: torch.Tensor, *, x0: torch.Tensor | None = None, tol: float = 1e-6, max_iter: int = 100,
+             warn: bool = True) -> torch.Tensor:
+        """Least-squares solution of A x = y (of minimum norm from x0 = None) by the conjugate gradient
+        (`imaging.linalg`) on AᴴA x = Aᴴy, to ‖AᴴA x − Aᴴy‖ ≤ tol ‖Aᴴy‖ per sample; a `ConvergenceWarning` when
+        max_iter ends it first (unless `warn` is False)."""
+        import warnings
 
-        return least_squares(self, y, **cg_options).x
+        from imaging.linalg import ConvergenceWarning, check_finite, conjugate_gradient
+
+        check_finite(y, f"{type(self).__name__}.pinv", "y")
+        if x0 is not None:
+            check_finite(x0, f"{type(self).__name__}.pinv", "x0")
+            self(x0)  # lets operators with autograd-derived adjoints learn their input shape
+        result = conjugate_gradient(self.normal, self.adjoint(y), x0, tol=tol, max_iter=max_iter)
+        if warn and not bool(result.converged.all()):
+            warnings.warn(f"{type(self).__name__}.pinv: stopped by max_iter={max_iter} before its stopping rule was "
+                          f"met: residual {float(result.residual.max()):.3g} > tol {tol:g}", ConvergenceWarning,
+                          stacklevel=2)
+        return result.x
 
 
 def _with_complexity(dtype: torch.dtype, complex_: bool) -> torch.dtype:

@@ -17,7 +17,7 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
-from imaging.solvers.cg import batch_dot, check_finite
+from imaging.linalg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
 

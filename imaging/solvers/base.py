@@ -10,13 +10,10 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from imaging.linalg import ConvergenceWarning  # noqa: F401 (defined with the CG, re-exported here)
 from imaging.operators.base import LinearOperator
 
 LOGGER = logging.getLogger("imaging")
-
-
-class ConvergenceWarning(UserWarning):
-    """A solver used all of `max_iter` before its stopping rule was met; the message says what was reached."""
 
 
 @dataclass

@@ -1,10 +1,7 @@
 r"""Conjugate gradient for Hermitian positive (semi-)definite systems, and regularised least squares on top of it.
 
-CG solves H x = b, one independent system per batch sample (step sizes per sample):
-
-    r₀ = b − H x₀, p₀ = r₀;   α = ‖r‖² / <p, H p>;   x ← x + α p;   r' = r − α H p;   p ← r' + (‖r'‖²/‖r‖²) p
-
-stopping when max over samples of ‖r‖/‖b‖ ≤ tol. `least_squares` applies it to the normal equations
+CG solves H x = b, one independent system per batch sample, by the library's one conjugate gradient
+(`imaging.linalg`), stopping when every sample's ‖r‖/‖b‖ ≤ tol. `least_squares` applies it to the normal equations
 
     (A^H A + λ R^H R) x = A^H y      i.e.   x = argmin ½‖A x − y‖² + ½ λ ‖R x‖²
 
@@ -16,65 +13,39 @@ from typing import Callable
 
 import torch
 
+from imaging.linalg import CGState, cg_start, cg_step, check_finite
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result, require_linear
 from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level, squared_norm
 
 
-def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Re <a, b> per batch sample, shaped (N, 1, ..., 1) to broadcast against a."""
-    return (a.conj() * b).real.flatten(1).sum(1).reshape(-1, *([1] * (a.dim() - 1)))
-
-
-def check_finite(t: torch.Tensor, owner: str, arg: str) -> torch.Tensor:
-    """Raise a clear error unless `t` is a non-empty tensor of finite values."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{owner}: argument '{arg}' must be a torch.Tensor, got {type(t).__name__}")
-    if t.numel() == 0:
-        raise ValueError(f"{owner}: argument '{arg}' must be non-empty")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{owner}: argument '{arg}' has non-finite values (NaN or inf)")
-    return t
-
-
 class CG(IterativeSolver):
-    """Conjugate gradient on H x = b for a Hermitian PSD `normal` map (a callable or a LinearOperator's normal)."""
+    """Conjugate gradient on H x = b for a Hermitian PSD `normal` map (a callable or a LinearOperator's normal),
+    one system per sample (`imaging.linalg.cg_step`), optionally preconditioned; it stops once every sample's
+    residual ‖r‖/‖b‖ is at most tol (with a preconditioner M: √⟨r, M r⟩ / √⟨b, M b⟩)."""
 
     name = "CG"
 
     def __init__(self, normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, max_iter: int = 100,
-                 tol: float = 1e-6, **loop_options) -> None:
+                 tol: float = 1e-6, preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 **loop_options) -> None:
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
-        self.normal = normal
+        self.normal, self.preconditioner = normal, preconditioner
         self.rhs = check_finite(rhs, "CG", "rhs")
-        self.rhs_norm = batch_dot(rhs, rhs).sqrt().clamp_min(torch.finfo(rhs.real.dtype).tiny)
 
     def init(self, x0: torch.Tensor | None):
-        if x0 is None:
-            x = torch.zeros_like(self.rhs)
-            r = self.rhs.clone()
-        else:
+        if x0 is not None:
             if x0.shape != self.rhs.shape:
                 raise ValueError(f"CG: argument 'x0' must have shape {tuple(self.rhs.shape)}, got {tuple(x0.shape)}")
-            x = x0.to(self.rhs.dtype).clone()
-            r = self.rhs - self.normal(x)
-        return x, r, r.clone(), batch_dot(r, r)
+            x0 = x0.to(self.rhs.dtype).clone()
+        return cg_start(self.normal, self.rhs, x0, tol=self.tol, preconditioner=self.preconditioner)
 
-    def step(self, state):
-        x, r, p, rr = state
-        hp = self.normal(p)
-        php = batch_dot(p, hp)
-        alpha = torch.where(php > 0, rr / php.clamp_min(torch.finfo(php.dtype).tiny), torch.zeros_like(rr))
-        x = x + alpha * p
-        r = r - alpha * hp
-        rr_new = batch_dot(r, r)
-        beta = torch.where(rr > 0, rr_new / rr.clamp_min(torch.finfo(rr.dtype).tiny), torch.zeros_like(rr))
-        p = r + beta * p
-        residual = float((rr_new.sqrt() / self.rhs_norm).max())
-        return (x, r, p, rr_new), {"residual": residual}
+    def step(self, state: CGState):
+        state = cg_step(self.normal, state, preconditioner=self.preconditioner)
+        return state, {"residual": float(state.relative_residual.max())}
 
-    def estimate(self, state) -> torch.Tensor:
-        return state[0]
+    def estimate(self, state: CGState) -> torch.Tensor:
+        return state.x
 
 
 def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,

@@ -15,7 +15,7 @@ import torch
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
-from imaging.solvers.cg import batch_dot, check_finite
+from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
 
@@ -72,7 +72,7 @@ class FISTA(IterativeSolver):
                                       upper=self.upper, p0=dual, return_info=True)
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2 if self.accelerated else 1.0
         z = x_new + ((t - 1) / t_new) * (x_new - x) if self.accelerated else x_new
-        change = float((batch_dot(x_new - x, x_new - x).sqrt() / batch_dot(x_new, x_new).sqrt().clamp_min(1e-30)).max())
+        change = float((batch_norm(x_new - x) / batch_norm(x_new).clamp_min(1e-30)).max())
         residual = self.A(x_new) - self.y
         objective = 0.5 * residual.abs().pow(2).sum() + self.lam * self.prior.value(x_new).sum()
         metrics = {"objective": float(objective), "residual": change, "inner_iterations": info["iterations"]}

@@ -27,7 +27,7 @@ from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import _potential, _project_dual, plane_weights
 from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
-from imaging.solvers.cg import batch_dot, check_finite
+from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
 
@@ -117,7 +117,7 @@ class PDHG(IterativeSolver):
             w = gradient_new + finite_diff_adjoint(self.lam_field * p)
             gap = (primal - self.dual_value(residual_new, -w)) / primal.clamp_min(torch.finfo(primal.dtype).tiny)
             metrics["gap"] = float(gap.max())
-        change = (batch_dot(x_new - x, x_new - x).sqrt() / batch_dot(x_new, x_new).sqrt().clamp_min(1e-30)).max()
+        change = (batch_norm(x_new - x) / batch_norm(x_new).clamp_min(1e-30)).max()
         metrics["relative_change"] = float(change)
         metrics["residual"] = metrics.get("gap", metrics["relative_change"])
         return (x_new, residual_new, gradient_new, p), metrics

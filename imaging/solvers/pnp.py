@@ -29,19 +29,16 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
-from imaging.solvers.cg import CG, batch_dot, check_finite
+from imaging.linalg import batch_norm, check_finite
+from imaging.solvers.cg import CG
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
 Prox = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _norms(t: torch.Tensor) -> torch.Tensor:
-    return batch_dot(t, t).sqrt()
-
-
 def _relative(change: torch.Tensor, reference: torch.Tensor) -> float:
-    scale = _norms(reference).clamp_min(torch.finfo(reference.real.dtype).eps)
-    return float((_norms(change) / scale).max())
+    scale = batch_norm(reference).clamp_min(torch.finfo(reference.real.dtype).eps)
+    return float((batch_norm(change) / scale).max())
 
 
 def apply_prox(prox: Prox, v: torch.Tensor, owner: str) -> torch.Tensor:
