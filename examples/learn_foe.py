@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 from imaging.data import PatchDataset, noisy_crops, save_weights  # noqa: E402
 from imaging.learning import maid, solve_lower  # noqa: E402
-from imaging.learning.denoising import DenoisingBilevel, SmoothedTV  # noqa: E402
+from imaging.learning.denoising import DenoisingBilevel  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
-from imaging.priors import FieldOfExperts  # noqa: E402
+from imaging.priors import FieldOfExperts, SmoothedTV  # noqa: E402
 
 TRAIN = ("camera", "coins", "moon", "astronaut", "brick", "text")
 TEST = ("coffee", "chelsea", "rocket")

@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 from imaging.data import noisy_crops, save_weights  # noqa: E402
 from imaging.learning import hoag, maid, solve_lower  # noqa: E402
-from imaging.learning.denoising import DenoisingBilevel, SmoothedTV, grid_search, upper_loss_at  # noqa: E402
+from imaging.learning.denoising import DenoisingBilevel, grid_search, upper_loss_at  # noqa: E402
+from imaging.priors import SmoothedTV  # noqa: E402
 from imaging.metrics import psnr  # noqa: E402
 from imaging.plotting import save_figure  # noqa: E402
 

@@ -42,7 +42,7 @@ def test_shipped_denoiser_loads_offline_and_denoises_held_out_crops():
 
 def test_from_tv_starts_as_the_smoothed_anisotropic_tv():
     from imaging.data import load_image
-    from imaging.learning.denoising import SmoothedTV
+    from imaging.priors import SmoothedTV
 
     x = load_image("camera", size=48)
     model = FieldOfExperts.from_tv(0.05, 0.01, count=2, size=3)

@@ -3,7 +3,8 @@ reduced: two 32×32 crops)."""
 import torch
 
 from imaging.learning import hypergradient, maid
-from imaging.learning.denoising import DenoisingBilevel, SmoothedTV, grid_search, upper_loss_at
+from imaging.learning.denoising import DenoisingBilevel, grid_search, upper_loss_at
+from imaging.priors import SmoothedTV
 from imaging.learning.maid import solve_lower
 
 

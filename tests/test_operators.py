@@ -101,3 +101,41 @@ def test_bad_dtype_and_shape(case):
     if entry.wrong_shape is not None:
         with pytest.raises((ValueError, RuntimeError)):
             op(torch.zeros(entry.wrong_shape, dtype=x.dtype))
+
+
+def test_reprs_show_the_operator_parameters():
+    from imaging.operators import Blur, CompressedSensing, Downsampling, GaussianNoise, gaussian_kernel
+
+    assert repr(Blur(gaussian_kernel(1.0), mode="reflect")) == "Blur(kernel=tensor(1, 7, 7, float64), mode='reflect')"
+    assert "factor=2, filter='box', mode='reflect'" in repr(Downsampling(2, "box"))
+    assert repr(CompressedSensing(10, (1, 4, 4), seed=3)) == "CompressedSensing(m=10, in_shape=(1, 4, 4), seed=3)"
+    assert repr(GaussianNoise(0.05)) == "GaussianNoise(sigma=0.05)"
+    with pytest.raises(ValueError, match="'sigma' must be a finite number >= 0, got nan"):
+        GaussianNoise(float("nan"))
+
+
+def test_a_stale_remembered_input_shape_is_an_error_not_a_wrong_size_answer():
+    """2× down-sampling maps 64² and 63² images to 32²: after both, the input shape of a 32² y is ambiguous (it was
+    silently the last one seen); a declared in_shape settles it, for built-in and custom operators alike."""
+    from imaging.operators import Downsampling, LinearOperator
+    from imaging.solvers import least_squares
+
+    A = Downsampling(2)
+    y = A(torch.rand(1, 1, 64, 64, dtype=torch.float64))
+    A(torch.rand(1, 1, 63, 63, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(1, 64, 64\) and \(1, 63, 63\) both give outputs of shape \(1, 32, 32\)"):
+        least_squares(A, y, lam=0.1)
+    A.in_shape = (1, 64, 64)
+    assert least_squares(A, y, lam=0.1).x.shape == (1, 1, 64, 64)
+
+    class Crop(LinearOperator):  # forward only: the adjoint comes from autograd
+        def __init__(self):
+            super().__init__(in_shape=(1, 6, 6))
+
+        def forward(self, x):
+            return x[..., 1:5, 1:5]
+
+    crop = Crop()  # never applied: the declared shape is enough for the adjoint
+    assert crop.adjoint(torch.ones(2, 1, 4, 4)).shape == (2, 1, 6, 6)
+    with pytest.raises(ValueError, match="'in_shape' must be a tuple of positive integers"):
+        LinearOperator(in_shape=(0, 4))

@@ -103,3 +103,34 @@ def test_solver_bad_input(camera):
     with pytest.warns(DeprecationWarning, match="box=\\(lower, upper\\)"):  # the old spelling, one release
         old = imaging.tv_reconstruct(A, y, 0.1, lower=0.0, upper=1.0, max_iter=20)
     torch.testing.assert_close(old.x, imaging.tv_reconstruct(A, y, 0.1, box=(0.0, 1.0), max_iter=20).x)
+
+
+def test_fista_takes_any_prox():
+    """With A = I and the prox of λ‖x‖₁ (soft-thresholding), FISTA's fixed point is the soft-threshold of y; a box
+    needs a prox that takes the bounds."""
+    from imaging.operators import Identity
+    from imaging.solvers import FISTA
+
+    y = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def soft(v, tau):
+        return torch.sign(v) * (v.abs() - tau).clamp_min(0)
+
+    result = FISTA(Identity(), y, 0.3, soft, max_iter=50, tol=1e-12).run(warn=False)
+    torch.testing.assert_close(result.x, soft(y, 0.3))
+    assert "misfit" in result.history and "objective" not in result.history
+
+    class L1:
+        def prox(self, v, tau, lower=None, upper=None):
+            return soft(v, tau).clamp(lower, upper)
+
+        def value(self, x):
+            return x.abs().flatten(1).sum(1)
+
+    boxed = FISTA(Identity(), y, 0.3, L1(), box=(0.0, 0.5), max_iter=50, tol=1e-12).run(warn=False)
+    torch.testing.assert_close(boxed.x, soft(y, 0.3).clamp(0.0, 0.5))
+    assert "objective" in boxed.history
+    with pytest.raises(ValueError, match="'box' needs a prior whose prox takes lower= and upper="):
+        FISTA(Identity(), y, 0.3, soft, box=(0.0, 1.0))
+    with pytest.raises(TypeError, match="'prior' must be a TotalVariation, a prox"):
+        FISTA(Identity(), y, 0.3, 42)

@@ -17,42 +17,7 @@ from torch.func import functional_call
 from torch.nn.utils import parameters_to_vector
 
 from imaging.learning.maid import BilevelProblem, solve_lower
-from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
-from imaging.ops.tv import tv, tv_grad, tv_hvp
-
-
-class SmoothedTV(nn.Module):
-    """λ Σ_p Σ_k sqrt((D_k x)_p² + ν²) (anisotropic, smoothed per direction, as in the MAID paper's TV experiment)
-    with learnable log λ and log ν. Uses the compiled TV ops; the parameter derivatives go through a torch formula
-    over the compiled finite differences."""
-
-    def __init__(self, weight: float = 1e-2, smoothing: float = 1e-2) -> None:
-        super().__init__()
-        self.log_weight = nn.Parameter(torch.tensor(float(weight)).log())
-        self.log_smoothing = nn.Parameter(torch.tensor(float(smoothing)).log())
-
-    def _differentiable(self) -> bool:
-        return torch.is_grad_enabled() and (self.log_weight.requires_grad or self.log_smoothing.requires_grad)
-
-    def _lam_nu(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.log_weight.exp().to(x.dtype), self.log_smoothing.exp().to(x.dtype)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        lam, nu = self._lam_nu(x)
-        if self._differentiable():
-            return lam * torch.sqrt(finite_diff(x) ** 2 + nu ** 2).flatten(1).sum(1)
-        return lam * tv(x, float(nu), isotropic=False).sum(1)
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        lam, nu = self._lam_nu(x)
-        if self._differentiable():
-            g = finite_diff(x)
-            return lam * finite_diff_adjoint(g / torch.sqrt(g * g + nu * nu))
-        return lam * tv_grad(x, float(nu), isotropic=False)
-
-    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        lam, nu = self._lam_nu(x)
-        return lam * tv_hvp(x, v, float(nu), isotropic=False)
+from imaging.priors.tv import SmoothedTV  # noqa: F401 (the regulariser of the MAID paper's TV experiment)
 
 
 class DenoisingBilevel(BilevelProblem):

@@ -42,12 +42,44 @@ def _tensors(op: nn.Module):
     yield from op.buffers()
 
 
+def _brief(value: object) -> str:
+    """A short description of a parameter for an operator's repr (tensors by shape and dtype)."""
+    if isinstance(value, torch.Tensor):
+        dtype = "" if value.dtype == torch.float32 else f", {str(value.dtype).replace('torch.', '')}"
+        return f"tensor({', '.join(map(str, value.shape))}{dtype})" if value.dim() else f"{value.item():.4g}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return repr(value)
+
+
 class Operator(nn.Module):
     """A forward model x -> A(x), possibly nonlinear. Subclasses implement `forward`.
 
     `vjp(x, v)` = J_A(x)^H v and `jvp(x, u)` = J_A(x) u come from autograd.
-    Operators compose with `@` (A @ B = A∘B), add with `+`/`-` and scale by numbers.
+    Operators compose with `@` (A @ B = A∘B), add with `+`/`-` and scale by numbers. The repr shows the
+    constructor's arguments that the operator keeps as attributes of the same name (tensors by shape).
     """
+
+    def extra_repr(self) -> str:
+        import inspect
+
+        try:
+            parameters = inspect.signature(type(self).__init__).parameters
+        except (TypeError, ValueError):
+            return ""
+        parts = []
+        for name, parameter in parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            if name in self._modules or not hasattr(self, name):
+                continue
+            value = getattr(self, name)
+            if name == "in_shape" and value is None:
+                continue
+            if isinstance(value, nn.Module) or (callable(value) and not isinstance(value, torch.Tensor)):
+                continue
+            parts.append(f"{name}={_brief(value)}")
+        return ", ".join(parts)
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         check_input(self, x)
@@ -115,15 +147,38 @@ class LinearOperator(Operator):
     `norm` (‖A‖₂ by power iteration) and `pinv` (least squares / pseudo-inverse by conjugate gradient).
     """
 
-    def __init__(self) -> None:
+    in_shape: tuple[int, ...] | None = None  # the per-sample input shape, when declared
+
+    def __init__(self, in_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
-        self._input_shapes: dict[tuple[int, ...], tuple[tuple[int, ...], bool]] = {}
+        if in_shape is not None:
+            if not all(isinstance(n, int) and n > 0 for n in in_shape):
+                raise ValueError(f"{type(self).__name__}: argument 'in_shape' must be a tuple of positive integers "
+                                 f"(the input shape without the batch dimension), got {in_shape!r}")
+            self.in_shape = tuple(in_shape)
+        self._input_shapes: dict[tuple[int, ...], dict[tuple[int, ...], bool]] = {}
         self._norms: dict[tuple, float] = {}
 
     def __call__(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         out = super().__call__(x, *args, **kwargs)
-        self._shape_memory()[tuple(out.shape[1:])] = (tuple(x.shape[1:]), x.is_complex())
+        self._shape_memory().setdefault(tuple(out.shape[1:]), {})[tuple(x.shape[1:])] = x.is_complex()
         return out
+
+    def _remembered_input(self, y: torch.Tensor) -> tuple[tuple[int, ...], bool] | None:
+        """(input shape, complex) for outputs shaped like `y`: the declared `in_shape`, else the one input shape
+        this operator was applied to that gave such outputs; None when none was seen. Two different input shapes
+        with outputs of y's shape (e.g. a 2× down-sampling of 64² and of 63² images) are ambiguous: an error, not a
+        guess."""
+        key = tuple(y.shape[1:])
+        seen = self._shape_memory().get(key, {})
+        if self.in_shape is not None:
+            return tuple(self.in_shape), seen.get(tuple(self.in_shape), y.is_complex())
+        if len(seen) > 1:
+            shapes = " and ".join(str(shape) for shape in seen)
+            raise ValueError(f"{_describe(self)}: inputs of shapes {shapes} both give outputs of shape {key}, so "
+                             f"the input shape of y is ambiguous; declare it: op.in_shape = (C, H, W) (custom "
+                             f"operators: super().__init__(in_shape=...))")
+        return next(iter(seen.items()), None)
 
     def _shape_memory(self) -> dict:
         # Subclasses that define __init__ without calling LinearOperator.__init__ still work.
@@ -155,10 +210,10 @@ class LinearOperator(Operator):
 
     def _input_for(self, y: torch.Tensor) -> tuple[tuple[int, ...], bool]:
         """The input shape (without batch) and complexity that produce outputs shaped like `y`."""
-        memory = self._shape_memory()
         key = tuple(y.shape[1:])
-        if key in memory:
-            return memory[key]
+        remembered = self._remembered_input(y)
+        if remembered is not None:
+            return remembered
         # Not seen yet: try a shape-preserving map (denoising, blur, masks, Fourier...).
         try:
             with torch.no_grad():
@@ -166,7 +221,7 @@ class LinearOperator(Operator):
         except Exception:  # noqa: BLE001 - any failure means "not shape preserving"
             out = None
         if out is not None and out.shape == y.shape:
-            return memory[key]
+            return key, y.is_complex()
         raise ValueError(f"{_describe(self)}.adjoint: cannot tell the input shape for outputs of shape {key}; "
                          f"apply the operator once to an input (op(x)) or implement adjoint(y)")
 

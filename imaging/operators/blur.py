@@ -200,6 +200,8 @@ class Downsampling(LinearOperator):
             raise ValueError(f"Downsampling: argument 'filter' must be 'gaussian', 'box' or a kernel tensor, "
                              f"got {filter!r}")
         self.blur = Blur(kernel, mode=mode)
+        self.filter = filter if isinstance(filter, str) else "given kernel"
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(self, x)
@@ -213,9 +215,9 @@ class Downsampling(LinearOperator):
         return self.blur.adjoint(up)
 
     def _input_for(self, y: torch.Tensor):
-        """Input shape: remembered from a call, else the largest multiple of the factor (H = f·h, W = f·w)."""
-        key = tuple(y.shape[1:])
-        remembered = self._shape_memory().get(key)
+        """Input shape: declared, or remembered from a call, else the largest multiple of the factor (H = f·h,
+        W = f·w)."""
+        remembered = self._remembered_input(y)
         if remembered is not None:
             return remembered
         return (y.shape[1], y.shape[2] * self.factor, y.shape[3] * self.factor), y.is_complex()

@@ -1,6 +1,8 @@
 r"""Noise models: sample measurements y ~ p(y | A x) and evaluate the negative log-likelihood (data fidelity)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -13,9 +15,12 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        if sigma < 0:
-            raise ValueError(f"GaussianNoise: argument 'sigma' must be >= 0, got {sigma}")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"GaussianNoise: argument 'sigma' must be a finite number >= 0, got {sigma!r}")
         self.sigma = float(sigma)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:.4g}"
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         device = generator.device if generator is not None else z.device
@@ -35,9 +40,12 @@ class PoissonNoise(nn.Module):
 
     def __init__(self, gain: float) -> None:
         super().__init__()
-        if gain <= 0:
-            raise ValueError(f"PoissonNoise: argument 'gain' must be > 0, got {gain}")
+        if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
+            raise ValueError(f"PoissonNoise: argument 'gain' must be a finite number > 0, got {gain!r}")
         self.gain = float(gain)
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain:.4g}"
 
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if z.is_complex():

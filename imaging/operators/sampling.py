@@ -73,7 +73,7 @@ class CompressedSensing(LinearOperator):
         n = math.prod(in_shape)
         if m < 1:
             raise ValueError(f"CompressedSensing: argument 'm' must be positive, got {m}")
-        self.in_shape = tuple(in_shape)
+        self.in_shape, self.m, self.seed = tuple(in_shape), m, seed
         self.register_buffer("matrix", torch.randn(m, n, generator=_generator(seed), dtype=dtype) / math.sqrt(m))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class StructuredCompressedSensing(LinearOperator):
         if not 1 <= m <= n:
             raise ValueError(f"StructuredCompressedSensing: argument 'm' must be in [1, {n}], got {m}")
         gen = _generator(seed)
-        self.in_shape = (c, h, w)
+        self.in_shape, self.m, self.seed = (c, h, w), m, seed
         self.register_buffer("signs", torch.randint(0, 2, in_shape, generator=gen).double() * 2 - 1)
         self.register_buffer("indices", torch.randperm(n, generator=gen)[:m].sort().values)
         self.register_buffer("dct_h", dct_matrix(h))

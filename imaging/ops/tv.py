@@ -65,7 +65,7 @@ def _tv_hvp_torch(x: torch.Tensor, v: torch.Tensor, eps: float, isotropic: bool 
     return _finite_diff_adjoint_torch(w)
 
 
-def _project_dual(q: torch.Tensor, lam: torch.Tensor, isotropic: bool) -> torch.Tensor:
+def project_dual(q: torch.Tensor, lam: torch.Tensor, isotropic: bool) -> torch.Tensor:
     """Projection onto {|q| ≤ λ} per voxel; lam broadcastable as (N, C, 1, 1, ...)."""
     if isotropic:
         norm = q.abs().pow(2).sum(2, keepdim=True).sqrt()
@@ -98,7 +98,7 @@ def _tv_prox_torch(y: torch.Tensor, lam: torch.Tensor, isotropic: bool = True, t
     floor = 1e-7 if y.dtype in (torch.float32, torch.complex64) else 1e-14
     p = torch.zeros(y.shape[:2] + (ndim,) + y.shape[2:], dtype=y.dtype, device=y.device)
     if p0 is not None:  # keep p0 only where differences exist, then make it feasible
-        p = _project_dual(p0 * _inside(y.shape[2:], y.dtype, y.device), lam_b, isotropic)
+        p = project_dual(p0 * _inside(y.shape[2:], y.dtype, y.device), lam_b, isotropic)
     x = _clamp(y - _finite_diff_adjoint_torch(p), lower, upper)
     xbar = x.clone()
     tau, sigma = 1.0, 1.0 / (4.0 * ndim)
@@ -114,7 +114,7 @@ def _tv_prox_torch(y: torch.Tensor, lam: torch.Tensor, isotropic: bool = True, t
     iterations, measured = 0, tol > 0
     while not converged and iterations < max_iter:
         iterations += 1
-        p = _project_dual(p + sigma * _finite_diff_torch(xbar), lam_b, isotropic)
+        p = project_dual(p + sigma * _finite_diff_torch(xbar), lam_b, isotropic)
         theta = 1.0 / math.sqrt(1.0 + 2.0 * tau)
         x_new = _clamp((x + tau * (y - _finite_diff_adjoint_torch(p))) / (1.0 + tau), lower, upper)
         xbar = x_new + theta * (x_new - x)

@@ -2,7 +2,8 @@
 from imaging.priors.foe import FieldOfExperts
 from imaging.priors.generative import DiffusionPrior, DiffusionVelocity, FlowPrior, PromptEmbeddings
 from imaging.priors.lpn import LPN1d, LPNConv, LPNPatch, load_lpn, pretrained_lpn, prox_in_patches
-from imaging.priors.tv import TotalVariation, tv_denoise
+from imaging.priors.tv import SmoothedTV, TotalVariation, tv_denoise
 
-__all__ = ["DiffusionPrior", "DiffusionVelocity", "FlowPrior", "PromptEmbeddings", "LPN1d", "LPNConv", "LPNPatch", "load_lpn",
-           "pretrained_lpn", "prox_in_patches", "FieldOfExperts", "TotalVariation", "tv_denoise"]
+__all__ = ["DiffusionPrior", "DiffusionVelocity", "FlowPrior", "PromptEmbeddings", "LPN1d", "LPNConv", "LPNPatch",
+           "load_lpn", "pretrained_lpn", "prox_in_patches", "FieldOfExperts", "TotalVariation", "SmoothedTV",
+           "tv_denoise"]

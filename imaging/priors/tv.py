@@ -5,14 +5,16 @@ boundary (no difference across the last row/column/slice), summed over pixels an
 Σ sqrt(|D x|² + ε²) (resp. Σ_k sqrt(D_k x² + ε²)), which is twice differentiable (used by bilevel learning).
 
 `tv_denoise(y, lam)` solves  argmin_x ½‖x − y‖² + lam · TV(x)  per image plane, inside a compiled op (see
-`imaging.ops.tv` for the algorithm and the duality-gap certificate).
+`imaging.ops.tv` for the algorithm and the duality-gap certificate). `SmoothedTV` is the anisotropic smoothed TV
+with a learnable weight and smoothing (the regulariser MAID learns in `imaging.learning`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from imaging.ops.tv import tv, tv_grad, tv_hvp, tv_prox
+from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
+from imaging.ops.tv import project_dual, tv, tv_grad, tv_hvp, tv_prox
 
 
 class TotalVariation(nn.Module):
@@ -33,6 +35,16 @@ class TotalVariation(nn.Module):
     def value(self, x: torch.Tensor) -> torch.Tensor:
         """TV per sample, (N, C, *S) -> (N,) (summed over channels); differentiable."""
         return tv(x, self.eps, self.isotropic).sum(1)
+
+    def plane_values(self, x: torch.Tensor) -> torch.Tensor:
+        """TV per (sample, channel) plane, (N, C, *S) -> (N, C)."""
+        return tv(x, self.eps, self.isotropic)
+
+    def project_dual(self, p: torch.Tensor, bound: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Projection of a field of differences p (N, C, ndim, *S), shaped like `imaging.ops.finite_diff(x)`, onto
+        the dual ball of this TV, {|p| ≤ bound} per voxel (|·| over the directions when isotropic, per direction
+        otherwise); `bound` a number or broadcastable (N, C, 1, ...)."""
+        return project_dual(p, torch.as_tensor(bound, dtype=p.real.dtype, device=p.device), self.isotropic)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         """Gradient of Σ value(x) (with ε = 0, the subgradient that is 0 where D x = 0)."""
@@ -78,3 +90,37 @@ def tv_denoise(y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = 
         return x
     gap = float(gaps.max())
     return x, {"iterations": int(iterations), "gap": gap, "gaps": gaps, "converged": gap <= tol, "p": p}
+
+
+class SmoothedTV(nn.Module):
+    """λ Σ_p Σ_k sqrt((D_k x)_p² + ν²) (anisotropic, smoothed per direction, as in the MAID paper's TV experiment)
+    with learnable log λ and log ν. Uses the compiled TV ops; the parameter derivatives go through a torch formula
+    over the compiled finite differences."""
+
+    def __init__(self, weight: float = 1e-2, smoothing: float = 1e-2) -> None:
+        super().__init__()
+        self.log_weight = nn.Parameter(torch.tensor(float(weight)).log())
+        self.log_smoothing = nn.Parameter(torch.tensor(float(smoothing)).log())
+
+    def _differentiable(self) -> bool:
+        return torch.is_grad_enabled() and (self.log_weight.requires_grad or self.log_smoothing.requires_grad)
+
+    def _lam_nu(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_weight.exp().to(x.dtype), self.log_smoothing.exp().to(x.dtype)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        if self._differentiable():
+            return lam * torch.sqrt(finite_diff(x) ** 2 + nu ** 2).flatten(1).sum(1)
+        return lam * tv(x, float(nu), isotropic=False).sum(1)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        if self._differentiable():
+            g = finite_diff(x)
+            return lam * finite_diff_adjoint(g / torch.sqrt(g * g + nu * nu))
+        return lam * tv_grad(x, float(nu), isotropic=False)
+
+    def hvp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        lam, nu = self._lam_nu(x)
+        return lam * tv_hvp(x, v, float(nu), isotropic=False)

@@ -25,7 +25,8 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
-from imaging.ops.tv import _potential, _project_dual, plane_weights
+from imaging.ops.tv import plane_weights
+from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
@@ -38,15 +39,18 @@ class PDHG(IterativeSolver):
         A: forward operator; y: measurements (N, ...); lam: TV weight ≥ 0 (number, (N,) or (N, C)), or "auto" /
             `Discrepancy(...)` / `SURE(...)`: chosen from `noise_level` (see `imaging.solvers.parameter_choice`).
         noise_level: σ per measurement entry, for lam="auto" (estimated from y when None).
-        isotropic: isotropic or anisotropic TV. box: optional (lower, upper) bounds on x, either may be None (both
-            finite: certified gap); `lower=`/`upper=` are the deprecated spelling.
+        prior: the `TotalVariation` (exact, eps = 0); None: `TotalVariation(isotropic=isotropic)`.
+        isotropic: isotropic or anisotropic TV, when no prior is given.
+        box: optional (lower, upper) bounds on x, either may be None (both finite: certified gap); `lower=`/`upper=`
+            are the deprecated spelling.
         tau, sigma: step sizes (defaults from the operator norms, see the module docstring).
         x_like: an input-shaped tensor fixing the image shape, dtype and device (default: from A^H y).
     """
 
     name = "PDHG"
 
-    def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor, *, isotropic: bool = True,
+    def __init__(self, A: LinearOperator, y: torch.Tensor, lam: float | torch.Tensor,
+                 prior: TotalVariation | None = None, *, isotropic: bool = True,
                  box: tuple[float | None, float | None] | None = None, tau: float | None = None,
                  sigma: float | None = None, x_like: torch.Tensor | None = None, max_iter: int = 2000,
                  tol: float = 1e-3, noise_level: float | None = None, lower: float | None = None,
@@ -55,11 +59,18 @@ class PDHG(IterativeSolver):
         require_linear(A, "PDHG")
         self.A, self.y = A, check_finite(y, "PDHG", "y")
         lower, upper = box_bounds(box, "PDHG", lower, upper)
-        options = dict(isotropic=isotropic, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,
+        if prior is not None and not isinstance(prior, TotalVariation):
+            raise TypeError(f"PDHG: argument 'prior' must be a TotalVariation (PDHG is TV's solver; FISTA takes any "
+                            f"prox), got {type(prior).__name__}")
+        prior = prior if prior is not None else TotalVariation(isotropic=isotropic)
+        if prior.eps != 0:
+            raise ValueError("PDHG: the TV prior must be the exact one (eps = 0); a smoothed TV is smooth: use "
+                             "AcceleratedGradient")
+        options = dict(prior=prior, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,
                        max_iter=max_iter, tol=tol, **loop_options)
         if prepare_search(self, lam, y, A, noise_level, options, "PDHG"):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
-        self.lower, self.upper, self.isotropic = lower, upper, isotropic
+        self.lower, self.upper, self.prior = lower, upper, prior
         like = unknown_like(A, y, x_like)
         if like.dim() not in (4, 5):
             raise ValueError(f"PDHG: images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(like.shape)}")
@@ -86,7 +97,7 @@ class PDHG(IterativeSolver):
 
     def objective(self, x: torch.Tensor) -> torch.Tensor:
         """P(x) = ½‖A x − y‖² + λ TV(x) per sample."""
-        tv = _potential(finite_diff(x), 0.0, self.isotropic).flatten(2).sum(2)
+        tv = self.prior.plane_values(x)
         return 0.5 * (self.A(x) - self.y).abs().pow(2).flatten(1).sum(1) + (self.lam * tv).sum(1)
 
     def dual_value(self, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -106,12 +117,11 @@ class PDHG(IterativeSolver):
     def step(self, state):
         x, residual, gradient, p = state  # residual = A x − y, gradient = A^H residual: one A and one A^H per step
         x_new = self._clamp(x - self.tau * (gradient + finite_diff_adjoint(self.lam_field * p)))
-        p = _project_dual(p + self.sigma * self.lam_field * finite_diff(2 * x_new - x), torch.ones_like(self.lam_field),
-                          self.isotropic)
+        p = self.prior.project_dual(p + self.sigma * self.lam_field * finite_diff(2 * x_new - x))
         residual_new = self.A(x_new) - self.y
         gradient_new = self._real(self.A.adjoint(residual_new))
         primal = 0.5 * residual_new.abs().pow(2).flatten(1).sum(1) + \
-            (self.lam * _potential(finite_diff(x_new), 0.0, self.isotropic).flatten(2).sum(2)).sum(1)
+            (self.lam * self.prior.plane_values(x_new)).sum(1)
         metrics = {"objective": float(primal.sum())}
         if self.lower is not None and self.upper is not None:  # certified gap with q = A x' − y
             w = gradient_new + finite_diff_adjoint(self.lam_field * p)
