@@ -273,3 +273,50 @@ def test_cuda_graph_needs_cuda_tensors():
     sensing, y, _, _ = problem(16, 16, 4)
     with pytest.raises(ValueError, match="cuda_graph"):
         pgd(sensing, y, cuda_graph=True)
+
+
+class SenseOnly(GainSensing):
+    """A user's model written as the docs say: `sense` only (adjoint by autograd, dtype from its buffer)."""
+
+    def __init__(self, kernels):
+        super().__init__(kernels.shape[0], kernels.shape[1], kernels.shape[1])
+        self.register_buffer("transfer", torch.fft.fft(kernels))
+
+    def sense(self, x):
+        return torch.fft.ifft(torch.fft.fft(x)[:, None, :] * self.transfer).real
+
+
+def test_every_sensing_operator_is_a_linear_operator_that_passes_the_dot_test():
+    from imaging.operators import LinearOperator
+    from imaging.testing import dot_test
+
+    gen = torch.Generator().manual_seed(5)
+    operators = [DenseGainSensing.gaussian(3, 10, 12, seed=1), DenseGainSensing.gaussian(3, 10, 12, seed=1,
+                                                                                         dtype=torch.complex128),
+                 RandomMaskDCTSensing.random(2, (4, 6)), TwoBlurSensing(torch.randn(3, 16, generator=gen,
+                                                                                     dtype=torch.float64)),
+                 SenseOnly(torch.randn(3, 16, generator=gen, dtype=torch.float64))]
+    for op in operators:
+        assert isinstance(op, LinearOperator)
+        x = torch.randn(2, op.pixels, generator=gen, dtype=op.probe_like().dtype)
+        assert dot_test(op, x) < 1e-12, type(op).__name__
+
+
+def test_a_sensing_model_with_only_sense_calibrates():
+    n = 32
+    gen = torch.Generator().manual_seed(7)
+    sensing = SenseOnly(torch.randn(6, n, generator=gen, dtype=torch.float64))
+    x = torch.randn(1, n, generator=gen, dtype=torch.float64)
+    d = random_gains(n, seed=7, spread=0.3)
+    result = calibrate(sensing(x, d)[0], sensing, "ls")
+    assert max(errors(result, x, d)) < 1e-6
+
+    class Empty(GainSensing):
+        pass
+
+    with pytest.raises(NotImplementedError, match="Empty: a GainSensing subclass must implement sense"):
+        Empty(2, 3, 3).sense(torch.zeros(1, 3))
+    with pytest.raises(TypeError, match="Empty: cannot tell the operator's dtype and device"):
+        Empty(2, 3, 3).probe_like()
+    with pytest.raises(ValueError, match="'pixels' must be a positive integer"):
+        Empty(2, 3, 0)

@@ -10,33 +10,47 @@ A `GainSensing` provides the passes the calibration solvers need:
 - `normal_pass(s, w, c)`: (v = A s, Aᴴ(w ⊙ v), Aᴴ c, Σ_l |v_l|²) in one pass over the matrices where possible;
 - `column_norms_sq()`: diag(Σ_l A_lᴴ A_l), for preconditioning.
 
-A custom sensing model subclasses `GainSensing` and implements `sense` and `sense_adjoint` (the rest follows).
+A `GainSensing` is a `LinearOperator` (the gain-free A: x -> [A_l x]_l, adjoint Σ_l A_lᴴ c_l), so
+`imaging.testing.dot_test` checks it and the solvers of `imaging.solvers` accept it. A custom sensing model
+subclasses `GainSensing` and implements `sense(x)` only, as a `LinearOperator` implements `forward`: the adjoint
+is then derived by autograd (override `sense_adjoint` with a closed form where one exists), and the dtype and
+device come from the operator's tensors (override `probe_like` only when it holds none).
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
-
+from imaging.operators.base import LinearOperator
 from imaging.operators.sampling import _generator, dct_matrix
 from imaging.ops.gain_sensing import gain_adjoint, gain_forward, gain_normal_pass
 
 
-class GainSensing(nn.Module):
+class GainSensing(LinearOperator):
     """Base class: p snapshots of m sensors each, n pixels; `batch` = number of problems with their own matrices
-    (None when the matrices are shared by any number of problems)."""
+    (None when the matrices are shared by any number of problems). As a `LinearOperator` it is the gain-free A,
+    (B, n) -> (B, p, m); `forward(x, gains)` applies the gains too."""
 
     def __init__(self, snapshots: int, sensors: int, pixels: int, batch: int | None = None) -> None:
-        super().__init__()
+        for name, value in (("snapshots", snapshots), ("sensors", sensors), ("pixels", pixels)):
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"{type(self).__name__}: argument '{name}' must be a positive integer, got {value!r}")
+        super().__init__(in_shape=(pixels,))
         self.snapshots, self.sensors, self.pixels, self.batch = snapshots, sensors, pixels, batch
 
     # -- to implement --------------------------------------------------------------------------------------------
     def sense(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The gain-free measurements u = [A_l x]_l, (B, n) -> (B, p, m): what a custom model implements."""
+        raise NotImplementedError(f"{type(self).__name__}: a GainSensing subclass must implement sense(x), the "
+                                  f"gain-free measurements (B, n) -> (B, p, m)")
 
     def sense_adjoint(self, c: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Σ_l A_lᴴ c_l, (B, p, m) -> (B, n); by default derived by autograd from `sense` (exact for a linear
+        `sense`; override with a closed form for speed)."""
+        return LinearOperator.adjoint(self, c)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.sense_adjoint(y)
 
     # -- derived -------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,8 +85,19 @@ class GainSensing(nn.Module):
         return (z.conj() * Az).real.reshape(batch, probes, -1).mean(1).clamp_min(0)
 
     def probe_like(self) -> torch.Tensor:
-        """An empty tensor with the operator's dtype and device (for building probes and initial values)."""
-        raise NotImplementedError
+        """An empty tensor with the dtype and device of the operator's measurements (for building probes and
+        initial values): the device and precision of its first registered tensor (else of its first tensor
+        attribute), real or complex as `sense` of a real image comes out; override when it holds no tensor."""
+        tensors = [*self.parameters(), *self.buffers()]
+        tensors = tensors or [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
+        if not tensors:
+            raise TypeError(f"{type(self).__name__}: cannot tell the operator's dtype and device (it holds no tensor); "
+                            f"override probe_like() to return an empty tensor of them")
+        t = tensors[0]
+        real = t.real.dtype if t.is_floating_point() or t.is_complex() else torch.float64
+        with torch.no_grad():
+            out = self.sense(torch.zeros(1, self.pixels, dtype=real, device=t.device))
+        return torch.empty(0, dtype=out.dtype, device=t.device)
 
     def check(self, y: torch.Tensor, owner: str) -> None:
         """Raise a clear error unless y fits the operator: (B, p, m), B matching its own batch."""
