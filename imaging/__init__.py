@@ -9,9 +9,11 @@ from imaging import _ext, ops  # noqa: F401  (loads the compiled ops and registe
 from imaging import linalg, operators, priors, solvers, testing  # noqa: F401
 from imaging.operators import estimate_noise  # noqa: F401
 from imaging.priors import tv_denoise  # noqa: F401
-from imaging.solvers import GSURE, SURE, ConvergenceWarning, Discrepancy, least_squares, tv_reconstruct  # noqa: F401
+from imaging.solvers import (GSURE, SURE, ConvergenceWarning, Discrepancy, DivergenceError, least_squares,  # noqa: F401
+                             tv_reconstruct)
 
 __version__ = "0.1.0"
 
 __all__ = ["operators", "priors", "solvers", "linalg", "testing", "ops", "least_squares", "tv_reconstruct",
-           "tv_denoise", "estimate_noise", "Discrepancy", "SURE", "GSURE", "ConvergenceWarning", "__version__"]
+           "tv_denoise", "estimate_noise", "Discrepancy", "SURE", "GSURE", "ConvergenceWarning", "DivergenceError",
+           "__version__"]

@@ -145,3 +145,35 @@ def test_linear_solvers_name_the_nonlinear_ones():
                   lambda: AcceleratedGradient(A, y, FieldOfExperts.pretrained())):
         with pytest.raises(TypeError, match="LinearOperator.*RedDiff, Flair"):
             solve()
+
+
+def test_a_blow_up_is_detected_and_the_last_good_iterate_returned():
+    """A step above the stability limit (PDHG τ 10× too large, PnP-PGD step 3/‖A‖²) grows the objective / iterate
+    geometrically long before it overflows: a DivergenceError, carrying the iterate from before the blow-up."""
+    from imaging import DivergenceError
+    from imaging.operators import Blur, gaussian_kernel
+    from imaging.solvers import PDHG, PnPPGD
+
+    A = Blur(gaussian_kernel(1.0), mode="circular")
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = A(x)
+    with pytest.raises(DivergenceError, match="PDHG: diverged") as caught:
+        PDHG(A, y, 0.01, tau=20.0, sigma=20.0, max_iter=2000).run()
+    assert bool(torch.isfinite(caught.value.x).all()) and float(caught.value.x.abs().max()) < 1e6
+    with pytest.raises(DivergenceError, match="PnPPGD: diverged: its iterate"):
+        PnPPGD(A, y, lambda v: v, step=3.0 / A.norm(x) ** 2, max_iter=2000).run()
+    # a convergent run is not flagged, even when its objective first rises (PDHG is not monotone)
+    result = PDHG(A, y, 0.01, max_iter=300).run(warn=False)
+    assert bool(torch.isfinite(result.x).all())
+
+
+def test_the_norm_does_not_overflow_and_follows_the_operator_tensors():
+    from imaging.operators import Blur, gaussian_kernel
+
+    x = torch.zeros(1, 1, 16, 16)
+    big = 1e25 * Blur(gaussian_kernel(1.0))  # ‖A‖² = 1e50 would overflow float32
+    assert big.norm(x) == pytest.approx(1e25, rel=1e-3)
+    A = Blur(gaussian_kernel(1.0))
+    first = A.norm(x)
+    A.kernel.mul_(3.0)  # in place: the cached value must not survive
+    assert A.norm(x) == pytest.approx(3 * first, rel=1e-4)

@@ -10,6 +10,7 @@ input shape of each output shape it produced, and otherwise tries a shape-preser
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Callable
 
@@ -40,6 +41,11 @@ def check_input(op: nn.Module, x: object, arg: str = "x") -> torch.Tensor:
 def _tensors(op: nn.Module):
     yield from op.parameters()
     yield from op.buffers()
+
+
+def _norm64(t: torch.Tensor) -> float:
+    """‖t‖ computed in double precision (a float32 sum of squares overflows from entries of about 1e19)."""
+    return torch.linalg.vector_norm(t.to(torch.complex128 if t.is_complex() else torch.float64)).item()
 
 
 def _brief(value: object) -> str:
@@ -235,11 +241,14 @@ class LinearOperator(Operator):
         return self.adjoint(self(x))
 
     def norm(self, x: torch.Tensor, max_iter: int = 100, tol: float = 1e-6, seed: int = 0) -> float:
-        """Spectral norm ‖A‖₂ = sqrt(λ_max(A^H A)) on inputs shaped like `x`, by power iteration (cached).
+        """Spectral norm ‖A‖₂ = sqrt(λ_max(A^H A)) on inputs shaped like `x`, by power iteration, cached until the
+        operator's tensors change.
 
-        With a batch, the operator acts block-diagonally, so this is the largest norm over the batch.
+        Each step normalises A v before applying A^H, so λ = ‖A v‖·‖A^H(A v/‖A v‖)‖ is formed in float64 and does
+        not overflow the data type (‖A‖ up to ~1e38 in float32); a non-finite ‖A v‖ is an error naming the
+        operator. With a batch, the operator acts block-diagonally, so this is the largest norm over the batch.
         """
-        key = (tuple(x.shape), x.dtype, x.device)
+        key = (tuple(x.shape), x.dtype, x.device, tuple((t.data_ptr(), t._version) for t in _tensors(self)))
         if key in self._norm_cache():
             return self._norm_cache()[key]
         gen = torch.Generator().manual_seed(seed)
@@ -248,16 +257,27 @@ class LinearOperator(Operator):
         value = 0.0
         with torch.no_grad():
             for _ in range(max_iter):
-                w = self.normal(v)
-                new_value = torch.linalg.vector_norm(w).item()
+                u = self(v)
+                a = _norm64(u)
+                if a == 0.0:
+                    value = 0.0
+                    break
+                w = self.adjoint(u / a)
+                b = _norm64(w)
+                if not (math.isfinite(a) and math.isfinite(b)):
+                    raise FloatingPointError(f"{_describe(self)}.norm: ‖A v‖ or ‖Aᴴ A v‖ is not finite on inputs "
+                                             f"{tuple(x.shape)} in {x.dtype}: the operator returns non-finite values "
+                                             f"or overflows this precision")
+                new_value = a * b
                 if new_value == 0.0:
                     value = 0.0
                     break
-                v = w / new_value
+                v = w / b
                 converged = abs(new_value - value) <= tol * new_value
                 value = new_value
                 if converged:
                     break
+        self._norm_cache().clear()  # one entry per input shape of the current tensors
         self._norm_cache()[key] = value ** 0.5
         return value ** 0.5
 

@@ -80,6 +80,42 @@ def box_bounds(box, who: str, lower: float | None = None, upper: float | None = 
     return low, high
 
 
+class DivergenceError(FloatingPointError):
+    """A solver's objective (or iterate) blew up: `x` is the last iterate before the blow-up began, reached at
+    iteration `iteration`."""
+
+    def __init__(self, message: str, x: torch.Tensor, iteration: int) -> None:
+        super().__init__(message)
+        self.x, self.iteration = x, iteration
+
+
+class _BlowUpWatch:
+    """Divergence: the watched quantity grew by more than `factor` per iteration for `streak` iterations in a row
+    and is more than `total` times its first value. (Convergent iterations, monotone or not, do not grow
+    geometrically; a step above the stability limit does, long before it overflows.)"""
+
+    factor, streak, total = 1.5, 10, 1e6
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last, self.count = None, 0
+        self.good_state, self.good_iteration, self.iteration = None, 0, 0
+
+    def diverged(self, value: float, previous_state: Any) -> bool:
+        value = abs(value)
+        self.iteration += 1
+        if self.first is None:
+            self.first, self.last, self.good_state = value, value, previous_state
+            return False
+        growing = value > self.factor * self.last
+        if not growing or self.count == 0:
+            self.good_state, self.good_iteration = previous_state, self.iteration - 1
+        self.count = self.count + 1 if growing else 0
+        self.last = value
+        tiny = torch.finfo(torch.float64).tiny
+        return self.count >= self.streak and value > self.total * max(self.first, tiny)
+
+
 class IterativeSolver:
     """Base class: subclasses implement `init(x0) -> state`, `step(state) -> (state, metrics)` and `estimate(state)`.
 
@@ -106,6 +142,11 @@ class IterativeSolver:
     def estimate(self, state: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def size(self, state: Any) -> float | None:
+        """A cheap magnitude of the iterate (e.g. its largest per-sample norm) that the loop watches for a blow-up
+        when the solver reports no "objective"; None (default): not watched."""
+        return None
+
     def final_check(self, state: Any, metrics: dict[str, float]) -> tuple[bool, str] | None:
         """(converged, what was reached) for solvers whose rule is not `residual <= tol`, checked once after the
         last iteration; None (default) keeps the `residual <= tol` rule."""
@@ -123,8 +164,10 @@ class IterativeSolver:
         n_iter = 0
         with torch.no_grad():
             state = self.init(x0)
+            watch = _BlowUpWatch()
             bar = tqdm(range(self.max_iter), desc=self.name, disable=not self.progress, leave=False)
             for _ in bar:
+                previous = state
                 state, metrics = self.step(state)
                 n_iter += 1
                 for key, value in metrics.items():
@@ -132,6 +175,13 @@ class IterativeSolver:
                         raise FloatingPointError(f"{type(self).__name__}: {key} became {value} at iteration "
                                                  f"{n_iter}; check the inputs and step sizes")
                     history.setdefault(key, []).append(value)
+                size = metrics.get("objective", self.size(state))
+                if size is not None and watch.diverged(size, previous):
+                    raise DivergenceError(
+                        f"{type(self).__name__}: diverged: its {'objective' if 'objective' in metrics else 'iterate'}"
+                        f" grew geometrically to {size:.3g} by iteration {n_iter} (from {watch.first:.3g}); lower the "
+                        f"step size (e.g. tau/step) or check the operator; the exception's .x is the iterate before "
+                        f"the blow-up", self.estimate(watch.good_state), watch.good_iteration)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
                 stop = self.callback(n_iter, state, metrics) if self.callback is not None else False
                 converged = metrics.get("residual", math.inf) <= self.tol

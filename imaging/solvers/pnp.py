@@ -138,6 +138,9 @@ class PnPADMM(IterativeSolver):
         return (x, z_new, u), {"residual": max(primal, dual), "primal_residual": primal, "dual_residual": dual,
                                "cg_iterations": float(solve.iterations)}
 
+    def size(self, state) -> float:
+        return float(batch_norm(state[0]).max())
+
     def estimate(self, state) -> torch.Tensor:
         return state[1]
 
@@ -173,6 +176,9 @@ class PnPPGD(IterativeSolver):
         gradient = self.A.adjoint(self.A(x) - self.y)
         x_new = _clip(apply_prox(self.prox, x - self.step_size * gradient, "PnPPGD"), self.box)
         return x_new, {"residual": _relative(x_new - x, x_new)}
+
+    def size(self, state) -> float:
+        return float(batch_norm(state).max())
 
     def estimate(self, state) -> torch.Tensor:
         return state
