@@ -320,3 +320,19 @@ def test_a_sensing_model_with_only_sense_calibrates():
         Empty(2, 3, 3).probe_like()
     with pytest.raises(ValueError, match="'pixels' must be a positive integer"):
         Empty(2, 3, 0)
+
+
+@pytest.mark.parametrize("method", ["ls", "spectral", "uncalibrated", "pgd", "alternating"])
+def test_non_finite_or_overflowing_inputs_never_converge(method):
+    """One NaN in A is rejected; A scaled by 1e200 overflows inside the solve: an error, never a converged NaN."""
+    sensing, y, _, _ = problem(16, 16, 4)
+    A = sensing.A.clone()
+    A[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="'A' has non-finite values"):
+        calibrate(y[0], A, method)
+    try:
+        result = calibrate(y[0] * 1e200, sensing.A * 1e200, method, max_iter=50)
+    except FloatingPointError as error:
+        assert "non-finite" in str(error) or "not finite" in str(error)
+    else:
+        assert bool(torch.isfinite(result.x).all()) and bool(torch.isfinite(result.gains).all())

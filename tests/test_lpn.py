@@ -352,3 +352,27 @@ def test_pnp_admm_with_the_shipped_lpn_for_compressed_sensing(image_lpn):
              for lam in (1e-3, 2e-3, 4e-3))
     admm = PnPADMM(A, y, image_lpn.prox, rho=0.02, box=(0.0, 1.0), max_iter=150, tol=1e-4).run()
     assert admm.converged and float(psnr(admm.x, truth)) > tv
+
+
+def test_load_lpn_checks_the_metadata_before_allocating(tmp_path):
+    """A tiny file whose metadata asks for hidden = 200 000 is refused before any allocation; a directory or
+    unreadable settings give clear errors."""
+    import json as json_
+
+    from safetensors.torch import save_file
+
+    small = LPNConv(hidden=4, depth=3)
+    path = tmp_path / "forged.safetensors"
+    config = {**small.config(), "hidden": 200_000}
+    save_file(small.state_dict(), str(path), metadata={"settings": json_.dumps({"architecture": "LPNConv",
+                                                                                 "config": config})})
+    with pytest.raises(ValueError, match="stored tensors do not match its LPNConv config"):
+        load_lpn(path)
+    with pytest.raises(IsADirectoryError, match="not a file"):
+        load_lpn(tmp_path)
+    save_file(small.state_dict(), str(path), metadata={"settings": "{not json"})
+    with pytest.raises(ValueError, match="unreadable settings metadata"):
+        load_lpn(path)
+    save_file(small.state_dict(), str(path), metadata={"settings": json_.dumps({"architecture": "LPNConv",
+                                                                                 "config": small.config()})})
+    assert isinstance(load_lpn(path), LPNConv)

@@ -142,6 +142,12 @@ class History:
                ) -> CalibrationResult:
         self.bar.close()
         x, gains = fix_gauge(x, gains)
+        finite = torch.isfinite(x).all(1) & torch.isfinite(gains).all(1)
+        if not bool(finite.all()):  # never a converged NaN: the inputs or the scale broke the solve
+            bad = (~finite).nonzero().flatten().tolist()
+            raise FloatingPointError(f"calibration: the estimate of problem(s) {bad} is not finite (NaN or inf); "
+                                     f"check the sensing operator and the measurements for non-finite values or an "
+                                     f"extreme scale (e.g. normalise A and y)")
         history = {key: torch.stack(values).cpu() for key, values in self.records.items()}
         return CalibrationResult(x, gains, history, iterations, converged)
 

@@ -120,6 +120,8 @@ class DenseGainSensing(GainSensing):
             raise ValueError(f"DenseGainSensing: argument 'A' must have shape (p, m, n) or (B, p, m, n), got {got}")
         if not (A.is_floating_point() or A.is_complex()):
             raise TypeError(f"DenseGainSensing: argument 'A' must be a floating or complex tensor, got {A.dtype}")
+        if not bool(torch.isfinite(A).all()):
+            raise ValueError("DenseGainSensing: argument 'A' has non-finite values (NaN or inf)")
         p, m, n = A.shape[-3:]
         super().__init__(p, m, n, A.shape[0] if A.dim() == 4 else None)
         self.register_buffer("A", A.contiguous(), persistent=False)

@@ -130,10 +130,12 @@ class DiffusionPrior(_RangeMap):
 
         root = _local_folder(folder, "DiffusionPrior.from_pretrained")
         unet_dir = root / "unet" if (root / "unet").is_dir() else root
-        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype, low_cpu_mem_usage=False)
+        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype, low_cpu_mem_usage=False,
+                                           local_files_only=True)
         unet = unet.to(device).eval()
         scheduler_dir = root / "scheduler"
-        scheduler = DDPMScheduler.from_pretrained(str(scheduler_dir)) if scheduler_dir.is_dir() else None
+        scheduler = (DDPMScheduler.from_pretrained(str(scheduler_dir), local_files_only=True)
+                     if scheduler_dir.is_dir() else None)
         return cls(unet, scheduler, **kwargs)
 
     @classmethod
@@ -375,15 +377,18 @@ class FlowPrior(_RangeMap):
         from diffusers import AutoencoderKL, AutoencoderTiny, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
-        transformer = SD3Transformer2DModel.from_pretrained(str(root / "transformer"), torch_dtype=dtype,
-                                                            low_cpu_mem_usage=False)
+        transformer_dir = _local_folder(root / "transformer", "FlowPrior.from_pretrained (transformer/)")
+        transformer = SD3Transformer2DModel.from_pretrained(str(transformer_dir), torch_dtype=dtype,
+                                                            low_cpu_mem_usage=False, local_files_only=True)
         ae_dir = Path(autoencoder) if Path(autoencoder).is_absolute() else root / autoencoder
         ae_dir = _local_folder(ae_dir, "FlowPrior.from_pretrained (autoencoder)")
         config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
         ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
-        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype, low_cpu_mem_usage=False)
+        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype, low_cpu_mem_usage=False,
+                                       local_files_only=True)
         if (root / "scheduler").is_dir() and "scheduler" not in kwargs:
-            kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(str(root / "scheduler"))
+            kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(str(root / "scheduler"),
+                                                                                  local_files_only=True)
         prior = cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
         calibration = root / "calibration.safetensors"
         if calibration.exists():

@@ -403,14 +403,33 @@ def load_lpn(path: str | Path, dtype: torch.dtype = torch.float32) -> LearnedPro
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"load_lpn: {path} does not exist")
+    if not path.is_file():
+        raise IsADirectoryError(f"load_lpn: {path} is not a file; pass the .safetensors checkpoint itself")
     with safe_open(str(path), framework="pt") as f:
         tensors = {key: f.get_tensor(key) for key in f.keys()}
-        settings = json.loads((f.metadata() or {}).get("settings", "{}"))
-    architecture = settings.get("architecture")
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"load_lpn: {path} names architecture {architecture!r}, expected one of "
-                         f"{sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[architecture](**settings.get("config", {}))
+        try:
+            settings = json.loads((f.metadata() or {}).get("settings", "{}"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"load_lpn: {path} has unreadable settings metadata ({error})") from None
+    config = settings.get("config", {}) if isinstance(settings, dict) else None
+    architecture = settings.get("architecture") if isinstance(settings, dict) else None
+    if architecture not in ARCHITECTURES or not isinstance(config, dict):
+        raise ValueError(f"load_lpn: {path} names architecture {architecture!r} with config {config!r}; expected "
+                         f"one of {sorted(ARCHITECTURES)} and a dict of its arguments")
+    # The metadata is checked against the stored tensors on the meta device (nothing allocated) before the
+    # network is built: a few-byte file cannot ask for gigabytes.
+    try:
+        with torch.device("meta"):
+            skeleton = ARCHITECTURES[architecture](**config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"load_lpn: {path} has an invalid {architecture} config {config!r}: {error}") from None
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    stored = {key: tuple(value.shape) for key, value in tensors.items()}
+    if expected != stored:
+        wrong = sorted(set(expected) ^ set(stored)) or sorted(k for k in expected if expected[k] != stored[k])
+        raise ValueError(f"load_lpn: {path}: the stored tensors do not match its {architecture} config "
+                         f"{config!r} (first differences: {wrong[:4]})")
+    model = ARCHITECTURES[architecture](**config)
     model.load_state_dict(tensors)
     model.settings = settings
     return model.to(dtype).eval()
