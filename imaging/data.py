@@ -36,6 +36,8 @@ def load_image(name: str = "camera", size: int | tuple[int, int] | None = None, 
         raise ValueError(f"load_image: argument 'channels' must be 1, 3 or None, got {channels!r}")
     if size is not None:
         shape = (size, size) if isinstance(size, int) else tuple(size)
+        if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
+            raise ValueError(f"load_image: argument 'size' must be a positive integer or (H, W) of them, got {size!r}")
         image = skimage.transform.resize(image, shape + image.shape[2:], anti_aliasing=True)
     image = np.clip(image, 0.0, 1.0)
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(dtype)

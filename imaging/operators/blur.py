@@ -25,8 +25,9 @@ def gaussian_kernel(sigma: float | tuple[float, float], size: int | None = None,
                     dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Normalised 2-D Gaussian kernel of standard deviation `sigma` (pixels); size defaults to 2·ceil(3σ)+1."""
     sy, sx = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
-    if min(sy, sx) <= 0:
-        raise ValueError(f"gaussian_kernel: sigma must be positive, got {sigma}")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (sy, sx)):
+        raise ValueError(f"gaussian_kernel: argument 'sigma' must be a positive finite number (pixels) or a pair of "
+                         f"them, got {sigma!r}")
     size = size or 2 * math.ceil(3 * max(sy, sx)) + 1
     r = torch.arange(size, dtype=dtype) - (size - 1) / 2
     k = torch.exp(-r[:, None] ** 2 / (2 * sy ** 2) - r[None, :] ** 2 / (2 * sx ** 2))

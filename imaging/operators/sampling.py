@@ -35,6 +35,9 @@ class Inpainting(LinearOperator):
         super().__init__()
         if not isinstance(mask, torch.Tensor) or mask.is_complex() or mask.dim() == 0:
             raise ValueError(f"Inpainting: argument 'mask' must be a real tensor, got {getattr(mask, 'dtype', mask)}")
+        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+            raise ValueError("Inpainting: argument 'mask' has non-finite values (NaN or inf); expected weights, "
+                             "typically 0 (missing) and 1 (observed)")
         self.register_buffer("mask", mask.to(torch.get_default_dtype()) if not mask.is_floating_point() else mask)
 
     @classmethod

@@ -39,6 +39,8 @@ class Radon(LinearOperator):
                 raise ValueError(f"Radon: argument 'angles' must be positive, got {angles}")
             angles = torch.arange(angles, dtype=torch.float64) * math.pi / angles
         angles = torch.as_tensor(angles, dtype=torch.float64).flatten()
+        if angles.numel() == 0 or not bool(torch.isfinite(angles).all()):
+            raise ValueError("Radon: argument 'angles' must hold at least one finite angle (radians)")
         self.image_shape = (h, w)
         self.n_detectors = n_detectors or math.ceil(math.hypot(h, w))
         self.register_buffer("angles", angles)

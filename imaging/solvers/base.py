@@ -129,8 +129,11 @@ class IterativeSolver:
 
     def __init__(self, max_iter: int = 100, tol: float = 1e-6, progress: bool = False,
                  callback: Callable[[int, Any, dict], bool | None] | None = None) -> None:
-        if max_iter < 0:
-            raise ValueError(f"{type(self).__name__}: argument 'max_iter' must be >= 0, got {max_iter}")
+        who = getattr(self, "owner", type(self).__name__)
+        if not isinstance(max_iter, int) or isinstance(max_iter, bool) or not 0 <= max_iter <= 2 ** 62:
+            raise ValueError(f"{who}: argument 'max_iter' must be >= 0, an integer up to 2**62, got {max_iter!r}")
+        if not (isinstance(tol, (int, float)) and tol >= 0):  # NaN fails too
+            raise ValueError(f"{who}: argument 'tol' must be a number >= 0, got {tol!r}")
         self.max_iter, self.tol, self.progress, self.callback = max_iter, tol, progress, callback
 
     def init(self, x0: torch.Tensor | None) -> Any:

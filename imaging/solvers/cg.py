@@ -28,7 +28,8 @@ class CG(IterativeSolver):
 
     def __init__(self, normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, max_iter: int = 100,
                  tol: float = 1e-6, preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 **loop_options) -> None:
+                 owner: str = "CG", **loop_options) -> None:
+        self.owner = owner  # the entry point the user called, for error messages
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         self.normal, self.preconditioner = normal, preconditioner
         self.rhs = check_finite(rhs, "CG", "rhs")
@@ -36,7 +37,8 @@ class CG(IterativeSolver):
     def init(self, x0: torch.Tensor | None):
         if x0 is not None:
             if x0.shape != self.rhs.shape:
-                raise ValueError(f"CG: argument 'x0' must have shape {tuple(self.rhs.shape)}, got {tuple(x0.shape)}")
+                raise ValueError(f"{self.owner}: argument 'x0' must have shape {tuple(self.rhs.shape)}, got "
+                                 f"{tuple(x0.shape)}")
             x0 = x0.to(self.rhs.dtype).clone()
         return cg_start(self.normal, self.rhs, x0, tol=self.tol, preconditioner=self.preconditioner)
 
@@ -91,4 +93,4 @@ def _solve_normal(A: LinearOperator, y: torch.Tensor, lam: float, regulariser: L
             out = out + lam * (regulariser.normal(x) if regulariser is not None else x)
         return out
 
-    return CG(normal, rhs, max_iter=max_iter, tol=tol, **loop_options).run(x0, warn=warn)
+    return CG(normal, rhs, max_iter=max_iter, tol=tol, owner="least_squares", **loop_options).run(x0, warn=warn)

@@ -88,6 +88,8 @@ class Flair(IterativeSolver):
                             ("noise_level", 0.0 if noise_level is None else noise_level)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Flair: argument '{name}' must be finite and >= 0, got {value}")
+        if not (isinstance(data_steps, int) and data_steps >= 0):
+            raise ValueError(f"Flair: argument 'data_steps' must be an integer >= 0, got {data_steps!r}")
         if not 0 <= min_decrease < 1:
             raise ValueError(f"Flair: argument 'min_decrease' must be in [0, 1), got {min_decrease}")
         if weights is not None and (weights.dim() != 1 or not bool(torch.isfinite(weights).all())

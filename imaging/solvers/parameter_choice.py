@@ -93,8 +93,9 @@ class ParameterSearch:
 AUTO = "auto"
 
 
-def parameter_rule(lam, who: str, name: str = "lam"):
-    """The rule for `lam` ("auto", a `Discrepancy` or a `SURE`), or None for a number (checked finite, >= 0)."""
+def parameter_rule(lam, who: str, name: str = "lam", per_sample: bool = False):
+    """The rule for `lam` ("auto", a `Discrepancy` or a `SURE`), or None for a number (checked finite, >= 0); a
+    tensor of several weights only where the solver takes them (`per_sample`)."""
     if isinstance(lam, str):
         if lam != AUTO:
             raise ValueError(f"{who}: argument '{name}' must be a number >= 0, \"auto\", Discrepancy(...) or "
@@ -103,6 +104,9 @@ def parameter_rule(lam, who: str, name: str = "lam"):
     if isinstance(lam, (Discrepancy, SURE)):
         return lam
     if isinstance(lam, torch.Tensor):
+        if lam.numel() != 1 and not per_sample:
+            raise ValueError(f"{who}: argument '{name}' must be one number (a tensor of {lam.numel()} weights was "
+                             f"given; tv_reconstruct / PDHG take per-sample or per-channel weights)")
         if not bool(torch.isfinite(lam).all()) or bool((lam < 0).any()):
             raise ValueError(f"{who}: argument '{name}' must be finite and >= 0")
         return None
@@ -139,11 +143,11 @@ def squared_norm(A, y: torch.Tensor) -> float:
 
 
 def prepare_search(solver, value, y: torch.Tensor, A, noise_level: float | None, options: dict, who: str,
-                   name: str = "lam", auto=AUTO) -> bool:
+                   name: str = "lam", auto=AUTO, per_sample: bool = False) -> bool:
     """Set `solver.parameter_rule` from `value` (None for a number); for a rule also `solver.noise_level` and
     `solver.options` (what every solve of the search is built with). `auto` is what "auto" means for this solver.
     Returns whether `run` will search."""
-    rule = parameter_rule(value, who, name)
+    rule = parameter_rule(value, who, name, per_sample)
     solver.parameter_rule = auto if rule == AUTO else rule
     if rule is None:
         return False

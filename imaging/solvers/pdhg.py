@@ -68,7 +68,7 @@ class PDHG(IterativeSolver):
                              "AcceleratedGradient")
         options = dict(prior=prior, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,
                        max_iter=max_iter, tol=tol, **loop_options)
-        if prepare_search(self, lam, y, A, noise_level, options, "PDHG"):
+        if prepare_search(self, lam, y, A, noise_level, options, "PDHG", per_sample=True):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         self.lower, self.upper, self.prior = lower, upper, prior
         like = unknown_like(A, y, x_like)

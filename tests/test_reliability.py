@@ -1,0 +1,46 @@
+"""Regression tests for the reliability report (issue 16): impossible parameters and unclear errors. Each
+reproducer now gives a clear error naming the user's argument and what was expected."""
+import pytest
+import torch
+
+import imaging
+from imaging.data import load_image
+from imaging.operators import GaussianNoise, Identity, Inpainting, Radon, gaussian_kernel
+from imaging.priors import FlowPrior
+from imaging.solvers import FISTA, Flair, PnPADMM, least_squares
+
+NAN = float("nan")
+Y = torch.rand(2, 1, 8, 8)
+MASK = torch.ones(1, 1, 8, 8)
+MASK[0, 0, 0, 0] = NAN
+
+CASES = [
+    ("least_squares: argument 'lam' must be finite", lambda: least_squares(Identity(), Y, lam=NAN)),
+    ("least_squares: argument 'lam' must be one number", lambda: least_squares(Identity(), Y, lam=torch.ones(2))),
+    ("FISTA: argument 'lam' must be one number", lambda: FISTA(Identity(), Y, torch.ones(2))),
+    ("least_squares: argument 'max_iter' must be >= 0, an integer", lambda: least_squares(Identity(), Y, 0.1,
+                                                                                          max_iter=2 ** 70)),
+    ("least_squares: argument 'x0' must have shape", lambda: least_squares(Identity(), Y, 0.1,
+                                                                           x0=torch.zeros(2, 1, 4, 4))),
+    ("tv_reconstruct: argument 'box' must be \\(lower, upper\\)", lambda: imaging.tv_reconstruct(Identity(), Y, 0.1,
+                                                                                                  box=(0,))),
+    ("PnPADMM: argument 'box' must have lower <= upper", lambda: PnPADMM(Identity(), Y, lambda v: v, box=(1, 0))),
+    ("GaussianNoise: argument 'sigma' must be a finite number", lambda: GaussianNoise(NAN)),
+    ("Inpainting: argument 'mask' has non-finite values", lambda: Inpainting(MASK)),
+    ("Radon: argument 'angles' must hold at least one finite angle", lambda: Radon((8, 8), torch.tensor([0.0, NAN]))),
+    ("gaussian_kernel: argument 'sigma' must be a positive finite number", lambda: gaussian_kernel(NAN)),
+    ("load_image: argument 'size' must be a positive integer", lambda: load_image("camera", size=0)),
+    ("Flair: argument 'data_steps' must be an integer >= 0",
+     lambda: Flair(Identity(), Y, FlowPrior.pretrained("natural"), data_steps=-3, noise_level=0.01)),
+]
+
+
+@pytest.mark.parametrize("message, call", CASES, ids=[m.split(":")[0] + "-" + str(k) for k, (m, _) in enumerate(CASES)])
+def test_impossible_parameters_get_a_clear_error(message, call):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_per_sample_weights_still_work_where_they_are_supported():
+    result = imaging.tv_reconstruct(Identity(), Y, torch.tensor([0.05, 0.1]), max_iter=5)
+    assert result.x.shape == Y.shape
