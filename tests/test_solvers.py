@@ -177,3 +177,21 @@ def test_the_norm_does_not_overflow_and_follows_the_operator_tensors():
     first = A.norm(x)
     A.kernel.mul_(3.0)  # in place: the cached value must not survive
     assert A.norm(x) == pytest.approx(3 * first, rel=1e-4)
+
+
+def test_a_linear_operator_whose_forward_is_not_linear_is_refused():
+    """forward = x² in a LinearOperator: its derived adjoint is a gradient at 0, so every solver would return 0
+    "converged"; the probe (A(a x + b x') against a A x + b A x') names the operator instead."""
+    from imaging.operators import LinearOperator
+    from imaging.solvers import FISTA, PDHG, PnPADMM
+
+    class Square(LinearOperator):
+        def forward(self, x):
+            return x * x
+
+    A, y = Square(), torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    A(y)
+    for solve in (lambda: least_squares(A, y, lam=0.1), lambda: PDHG(A, y, 0.1), lambda: FISTA(A, y, 0.1),
+                  lambda: PnPADMM(A, y, lambda v: v)):
+        with pytest.raises(ValueError, match="Square is a LinearOperator but its forward is not linear"):
+            solve()

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
+from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
+                                  unknown_like)
 from imaging.linalg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -53,6 +54,7 @@ class AcceleratedGradient(IterativeSolver):
             lam = 0.0
         self.lam = float(lam)
         self.like = unknown_like(A, y, x_like)
+        check_linearity(A, self.like, "AcceleratedGradient")
         if lipschitz is None:
             bound, data = getattr(prior, "lipschitz_bound", None), A.norm(self.like) ** 2
             lipschitz = data + (self.lam * float(bound()) if callable(bound) else data)

@@ -48,6 +48,26 @@ def unknown_like(A, y: torch.Tensor, x_like: torch.Tensor | None) -> torch.Tenso
 NONLINEAR_SOLVERS = "RedDiff, Flair"  # the solvers that accept a nonlinear Operator
 
 
+def check_linearity(A: LinearOperator, like: torch.Tensor, who: str) -> None:
+    """Once per operator, input shape and state of its tensors: A(a x + b x') = a A x + b A x' at two random points
+    (3 applications of A), else a ValueError naming the operator: a `LinearOperator` whose forward is not linear
+    would otherwise give a silently wrong answer (its derived adjoint is a gradient at 0)."""
+    from imaging.testing import check_linear
+
+    key = (tuple(like.shape), like.dtype, tuple((t.data_ptr(), t._version) for t in (*A.parameters(), *A.buffers())))
+    checked = A.__dict__.setdefault("_linearity_checked", set())
+    if key in checked:
+        return
+    tolerance = 1e-6 if like.real.dtype == torch.float64 else 1e-3
+    error = check_linear(A, torch.randn(like.shape, dtype=like.dtype, generator=torch.Generator().manual_seed(0)
+                                        ).to(like.device))
+    if not error <= tolerance:
+        raise ValueError(f"{who}: the operator {type(A).__name__} is a LinearOperator but its forward is not linear "
+                         f"(relative error {error:.2g} of A(a x + b x') = a A x + b A x' at random points); subclass "
+                         f"Operator for a nonlinear model and use {NONLINEAR_SOLVERS}")
+    checked.add(key)
+
+
 def require_linear(A, who: str) -> None:
     """A TypeError naming the solvers that accept a nonlinear operator, unless A is a `LinearOperator`."""
     if not isinstance(A, LinearOperator):

@@ -15,7 +15,7 @@ import torch
 
 from imaging.linalg import CGState, cg_start, cg_step, check_finite
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, require_linear
+from imaging.solvers.base import IterativeSolver, Result, check_linearity, real_part, require_linear
 from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level, squared_norm
 
 
@@ -71,6 +71,7 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
     if x0 is not None:
         check_finite(x0, "least_squares", "x0")
         A(x0)  # lets operators with autograd-derived adjoints learn their input shape
+    check_linearity(A, real_part(x0) if x0 is not None else real_part(A.adjoint(y)), "least_squares")
     if rule is not None:
         sigma = resolve_noise_level(noise_level, y, A, "least_squares")
         scale = squared_norm(A, y)

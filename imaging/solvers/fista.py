@@ -18,7 +18,8 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
+from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
+                                  unknown_like)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -65,6 +66,7 @@ class FISTA(IterativeSolver):
         self.lower, self.upper = lower, upper
         self.inner_tol, self.inner_max_iter, self.accelerated = inner_tol, inner_max_iter, accelerated
         self.like = unknown_like(A, y, x_like)
+        check_linearity(A, self.like, "FISTA")
         self.step_size = 1.0 / max(A.norm(self.like) ** 2, 1e-30)
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:

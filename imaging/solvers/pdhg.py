@@ -27,7 +27,8 @@ from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import plane_weights
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear, unknown_like
+from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
+                                  unknown_like)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -72,6 +73,7 @@ class PDHG(IterativeSolver):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         self.lower, self.upper, self.prior = lower, upper, prior
         like = unknown_like(A, y, x_like)
+        check_linearity(A, like, "PDHG")
         if like.dim() not in (4, 5):
             raise ValueError(f"PDHG: images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(like.shape)}")
         self.like = like

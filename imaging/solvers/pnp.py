@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, require_linear
+from imaging.solvers.base import IterativeSolver, Result, box_bounds, check_linearity, real_part, require_linear
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.cg import CG
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
@@ -67,6 +67,7 @@ def _check_problem(owner: str, A: LinearOperator, y: torch.Tensor, prox: Prox) -
     check_finite(y, owner, "y")
     if not callable(prox):
         raise TypeError(f"{owner}: argument 'prox' must be callable (a denoiser / prox), got {type(prox).__name__}")
+    check_linearity(A, real_part(A.adjoint(y)), owner)
 
 
 def _start(owner: str, A: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
