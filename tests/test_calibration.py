@@ -336,3 +336,12 @@ def test_non_finite_or_overflowing_inputs_never_converge(method):
         assert "non-finite" in str(error) or "not finite" in str(error)
     else:
         assert bool(torch.isfinite(result.x).all()) and bool(torch.isfinite(result.gains).all())
+
+
+def test_calibration_returns_the_library_result():
+    from imaging.solvers import Result
+
+    sensing, y, _, _ = problem(16, 16, 4)
+    result = calibrate(y[0], sensing, "ls")
+    assert isinstance(result, Result) and result.iterations >= 1 and result.converged is True
+    assert result.gains.shape == (16,) and result.x.shape == (16,)

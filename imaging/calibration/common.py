@@ -1,31 +1,30 @@
 """What the calibration solvers share: the result type, the gain set and its projection, the gauge, the history."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from imaging.calibration.sensing import GainSensing
+from imaging.solvers.base import Result
 
 
 @dataclass
-class CalibrationResult:
-    """Estimates of the image x (B, n) and the gains (B, m), normalised to mean gain 1 (the gauge), with the
-    per-iteration history: `loss` (½Σ‖g⊙A_l x − y_l‖²/(mp)), `passes` (cumulative passes over the sensing
-    matrices), and `error_x` / `error_gains` (relative errors after the gauge) when the truth was given. Each
-    history entry is a tensor of shape (iterations + 1, B); unbatched calls squeeze B away everywhere."""
+class CalibrationResult(Result):
+    """The library's `Result` of a calibration: the image x (B, n), `converged` per problem (B,), and the gains
+    (B, m), normalised to mean gain 1 (the gauge); the per-iteration history: `loss` (½Σ‖g⊙A_l x − y_l‖²/(mp)),
+    `passes` (cumulative passes over the sensing matrices), and `error_x` / `error_gains` (relative errors after
+    the gauge) when the truth was given. Each history entry is a tensor of shape (iterations + 1, B) (kept on the
+    device during the solve); unbatched calls squeeze B away everywhere."""
 
-    x: torch.Tensor
-    gains: torch.Tensor
-    history: dict[str, torch.Tensor] = field(default_factory=dict)
-    iterations: int = 0
-    converged: torch.Tensor | bool = False
+    gains: torch.Tensor | None = None
 
     def squeeze(self) -> "CalibrationResult":
         """The single-problem view: x (n,), gains (m,), history entries (iterations + 1,)."""
-        return CalibrationResult(self.x[0], self.gains[0], {k: v[:, 0] for k, v in self.history.items()},
-                                 self.iterations, bool(self.converged[0]))
+        return CalibrationResult(x=self.x[0], gains=self.gains[0], iterations=self.iterations,
+                                 history={k: v[:, 0] for k, v in self.history.items()},
+                                 converged=bool(self.converged[0]))
 
 
 def check_rho(rho: float | None, owner: str) -> None:
@@ -149,7 +148,7 @@ class History:
                                      f"check the sensing operator and the measurements for non-finite values or an "
                                      f"extreme scale (e.g. normalise A and y)")
         history = {key: torch.stack(values).cpu() for key, values in self.records.items()}
-        return CalibrationResult(x, gains, history, iterations, converged)
+        return CalibrationResult(x=x, gains=gains, history=history, iterations=iterations, converged=converged)
 
 
 def expand_truth(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:
