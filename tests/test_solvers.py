@@ -195,3 +195,16 @@ def test_a_linear_operator_whose_forward_is_not_linear_is_refused():
                   lambda: PnPADMM(A, y, lambda v: v)):
         with pytest.raises(ValueError, match="Square is a LinearOperator but its forward is not linear"):
             solve()
+
+
+def test_progress_bars_do_not_flood_a_log(monkeypatch):
+    """Off by default; on, in a non-terminal stream, a bar redraws at most every 30 s."""
+    import io
+    import sys
+
+    from imaging._progress import progress_bar
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = progress_bar(range(3), enabled=True)
+    assert bar.mininterval == 30.0 and not bar.disable
+    assert progress_bar(range(3), enabled=False).disable

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from imaging._progress import progress_bar
 from imaging.calibration.sensing import GainSensing
 from imaging.solvers.base import Result
 
@@ -104,7 +104,7 @@ class History:
                  name: str) -> None:
         self.x_true, self.gains_true = x_true, gains_true
         self.records: dict[str, list[torch.Tensor]] = {}
-        self.bar = tqdm(total=total, desc=name, disable=not progress, leave=False)
+        self.bar = progress_bar(total=total, desc=name, enabled=progress)
 
     def entries(self, x: torch.Tensor, gains: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """This iteration's records (no host synchronisation: usable inside a CUDA graph)."""

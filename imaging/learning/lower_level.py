@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from imaging._progress import progress_bar
 from imaging.operators.base import LinearOperator
 
 
@@ -96,7 +96,7 @@ def accelerated_gradient(problem: RegularisedLeastSquares, eps: float, x0: torch
         L = torch.as_tensor(lipschitz, dtype=x.real.dtype, device=x.device).expand(B).clone().clamp_min(mu)
         z, x_prev = x, x
         evaluations = 0
-        bar = tqdm(total=max_iter, desc="lower level", disable=not progress, leave=False)
+        bar = progress_bar(total=max_iter, desc="lower level", enabled=progress)
         iteration = 0
         for iteration in range(max_iter + 1):
             g = problem.grad(z)

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from imaging import linalg
+from imaging._progress import progress_bar
 from imaging.learning.lower_level import accelerated_gradient
 
 
@@ -160,7 +160,7 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
     upper = float(problem.upper(solve_lower(problem, theta, x, eps).x))
     _record(history, upper=upper, cost=cost, eps=eps, delta=delta, step=step)
     thetas = [theta.clone()]
-    bar = tqdm(total=max_iter, desc="MAID", disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc="MAID", enabled=progress)
     for _ in range(max_iter):
         accepted = False
         for _attempt in range(max_backtracks):
@@ -217,7 +217,7 @@ def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, s
     history: dict[str, list[float]] = {}
     thetas = []
     previous = None
-    bar = tqdm(total=max_iter, desc=f"HOAG ({schedule})", disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc=f"HOAG ({schedule})", enabled=progress)
     for k in range(max_iter):
         eps = schedules[schedule](k)
         hyper = hypergradient(problem, theta, x, eps, eps, q)

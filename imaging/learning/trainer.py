@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from imaging._progress import progress_bar
 from imaging.data import save_safetensors
 
 logger = logging.getLogger("imaging")
@@ -273,8 +274,6 @@ class Trainer:
         """Train up to `steps` steps, from output_dir's checkpoint when `resume` and it exists; with `max_seconds`,
         stop (with a checkpoint) once that much wall time has passed: a chunk of a longer run, continued by calling
         `fit` again (e.g. in the next session)."""
-        from tqdm.auto import tqdm
-
         start = self.step
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             start = self.load_checkpoint(self.checkpoint_path)
@@ -287,8 +286,7 @@ class Trainer:
         history: list[tuple[int, float]] = []
         window: list[float] = []
         began = self._began = time.perf_counter()
-        bar = tqdm(total=self.steps, initial=start, desc="train", disable=not (self.progress and main),
-                   mininterval=2.0)
+        bar = progress_bar(total=self.steps, initial=start, desc="train", enabled=self.progress and main, leave=True)
         while self.step < self.steps:
             if max_seconds is not None and self._out_of_time(time.perf_counter() - began > max_seconds):
                 logger.info("Trainer: time budget of %s s spent at step %d", max_seconds, self.step)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
+from imaging._progress import progress_bar
 from imaging.linalg import ConvergenceWarning  # noqa: F401 (defined with the CG, re-exported here)
 from imaging.operators.base import LinearOperator
 
@@ -188,7 +188,7 @@ class IterativeSolver:
         with torch.no_grad():
             state = self.init(x0)
             watch = _BlowUpWatch()
-            bar = tqdm(range(self.max_iter), desc=self.name, disable=not self.progress, leave=False)
+            bar = progress_bar(range(self.max_iter), desc=self.name, enabled=self.progress)
             for _ in bar:
                 previous = state
                 state, metrics = self.step(state)

@@ -23,8 +23,8 @@ import math
 import warnings
 
 import torch
-from tqdm.auto import tqdm
 
+from imaging._progress import progress_bar
 from imaging.operators.base import LinearOperator, Operator
 from imaging.priors.generative import FlowPrior
 from imaging.solvers._variational import (SeededNoise, check_measurement, problem_first, schedule_check,
@@ -237,7 +237,7 @@ def flow_velocity_error(prior: FlowPrior, images: torch.Tensor, points: int = 10
     noise = SeededNoise(seed)
     grid = torch.linspace(1, 0, points)
     errors = torch.zeros(points, dtype=torch.float64)
-    for i, t in enumerate(tqdm(grid.tolist(), desc="velocity error", disable=not progress, leave=False)):
+    for i, t in enumerate(progress_bar(grid.tolist(), desc="velocity error", enabled=progress)):
         total = 0.0
         for _ in range(samples):
             for chunk in z0.split(batch):
