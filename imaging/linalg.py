@@ -140,6 +140,9 @@ def cg_step(normal: Callable[[Vector], Vector], state: CGState, *,
     precondition = preconditioner if preconditioner is not None else (lambda v: v)
     hp, bp = _apply(normal, state.p, track)
     php = batch_dot(state.p, hp)
+    if bool((state.active & torch.isinf(php)).any()):
+        raise FloatingPointError(f"conjugate_gradient: ⟨p, H p⟩ overflows {php.dtype}: the operator's scale is too "
+                                 f"large for this precision; rescale A (and y) or use float64")
     tiny = torch.finfo(php.dtype).tiny
     moving = state.active & ((php > 0) | ~torch.isfinite(php))  # non-finite H p: NaN propagates, callers raise
     alpha = torch.where(moving, state.rz / torch.where(php > 0, php, php.clamp_min(tiny)), torch.zeros_like(php))

@@ -44,3 +44,23 @@ def test_impossible_parameters_get_a_clear_error(message, call):
 def test_per_sample_weights_still_work_where_they_are_supported():
     result = imaging.tv_reconstruct(Identity(), Y, torch.tensor([0.05, 0.1]), max_iter=5)
     assert result.x.shape == Y.shape
+
+
+def test_tv_prox_refuses_what_it_cannot_solve():
+    from imaging.ops.tv import tv_prox
+
+    y = torch.rand(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="'lower' must be a finite number or None"):
+        tv_prox(y, 0.1, lower=float("inf"))
+    with pytest.raises(ValueError, match="'p0' has non-finite values"):
+        tv_prox(y, 0.1, p0=torch.full((1, 1, 2, 8, 8), float("inf")))
+    with pytest.raises(ValueError, match="'tol' and 'max_iter' must be >= 0"):
+        tv_prox(y, 0.1, tol=NAN)
+    with pytest.raises(ValueError, match="'lam' .* is too large for torch.float32"):
+        tv_prox(y, 3e38)
+
+
+def test_an_overflowing_scale_is_an_error_not_a_zero_answer():
+    """float32 with ‖A‖ = 1e20: the CG's inner products overflow; an error naming the entry point, not x = 0."""
+    with pytest.raises(FloatingPointError, match="least_squares: .*became nan|overflows"):
+        least_squares(1e20 * Identity(), torch.rand(1, 1, 4, 4), lam=0.0)

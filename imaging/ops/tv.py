@@ -213,8 +213,15 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
     if not torch.isfinite(y).all():
         raise ValueError("tv_prox: argument 'y' has non-finite values (NaN or inf)")
     lam_t = plane_weights(lam, y)
-    if tol < 0 or max_iter < 0:
-        raise ValueError(f"tv_prox: arguments 'tol' and 'max_iter' must be >= 0, got {tol} and {max_iter}")
+    if float(lam_t.max()) > torch.finfo(y.dtype).max / 1e6:  # the dual steps would overflow the data type
+        raise ValueError(f"tv_prox: argument 'lam' ({float(lam_t.max()):.3g}) is too large for {y.dtype}; rescale "
+                         f"the problem or use float64")
+    if not (tol >= 0 and isinstance(max_iter, int) and max_iter >= 0):  # NaN tol fails too
+        raise ValueError(f"tv_prox: arguments 'tol' and 'max_iter' must be >= 0 (max_iter an integer), got {tol} "
+                         f"and {max_iter!r}")
+    for name, bound in (("lower", lower), ("upper", upper)):
+        if bound is not None and not math.isfinite(bound):
+            raise ValueError(f"tv_prox: argument '{name}' must be a finite number or None (no bound), got {bound}")
     if lower is not None and upper is not None and lower > upper:
         raise ValueError(f"tv_prox: argument 'lower' ({lower}) must be <= 'upper' ({upper})")
     if p0 is not None:
@@ -222,6 +229,8 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
         if not isinstance(p0, torch.Tensor) or p0.shape != expected:
             raise ValueError(f"tv_prox: argument 'p0' must have shape {tuple(expected)}, got "
                              f"{tuple(getattr(p0, 'shape', ()))}")
+        if not bool(torch.isfinite(p0).all()):
+            raise ValueError("tv_prox: argument 'p0' has non-finite values (NaN or inf)")
         p0 = p0.to(y.dtype).contiguous()
     bounds = (None if lower is None else float(lower), None if upper is None else float(upper))
     if use_kernel(y):

@@ -195,8 +195,9 @@ class IterativeSolver:
                 n_iter += 1
                 for key, value in metrics.items():
                     if not math.isfinite(value):
-                        raise FloatingPointError(f"{type(self).__name__}: {key} became {value} at iteration "
-                                                 f"{n_iter}; check the inputs and step sizes")
+                        who = getattr(self, "owner", type(self).__name__)
+                        raise FloatingPointError(f"{who}: {key} became {value} at iteration {n_iter}; check the "
+                                                 f"inputs and step sizes")
                     history.setdefault(key, []).append(value)
                 size = metrics.get("objective", self.size(state))
                 if size is not None and watch.diverged(size, previous):
