@@ -31,7 +31,7 @@ $(VENV)/.deps-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile bm3d
+	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile bm3d hypothesis
 	rm -f $(VENV)/.deps-* $(VENV)/.built*
 	touch $@
 

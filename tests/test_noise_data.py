@@ -24,9 +24,9 @@ def test_poisson_noise_mean_and_errors():
     assert abs(y.mean().item() - 0.5) < 5e-3 and abs(y.var().item() - 0.005) < 5e-4
     with pytest.raises(ValueError, match="non-negative"):
         PoissonNoise(10.0)(-z)
-    with pytest.raises(ValueError, match="'gain' must be > 0"):
+    with pytest.raises(ValueError, match="'gain' must be a finite number > 0"):
         PoissonNoise(0.0)
-    with pytest.raises(ValueError, match="'sigma' must be >= 0"):
+    with pytest.raises(ValueError, match="'sigma' must be a finite number >= 0"):
         GaussianNoise(-1.0)
 
 

@@ -157,8 +157,10 @@ def tv(x: torch.Tensor, eps: float = 0.0, isotropic: bool = True) -> torch.Tenso
     _check_image(x, "tv")
     eps = _check_eps(eps, "tv")
     if use_kernel(x):
-        return torch.ops.imaging.tv(x.contiguous(), eps, isotropic)
-    return _tv_torch(x, eps, isotropic)
+        value = torch.ops.imaging.tv(x.contiguous(), eps, isotropic)
+    else:
+        value = _tv_torch(x, eps, isotropic)
+    return value + (x - x).flatten(2).sum(2)  # NaN for a plane with a NaN / inf pixel, even one no difference sees
 
 
 def tv_grad(x: torch.Tensor, eps: float = 0.0, isotropic: bool = True) -> torch.Tensor:
@@ -166,8 +168,14 @@ def tv_grad(x: torch.Tensor, eps: float = 0.0, isotropic: bool = True) -> torch.
     _check_image(x, "tv_grad")
     eps = _check_eps(eps, "tv_grad")
     if use_kernel(x):
-        return torch.ops.imaging.tv_grad(x.contiguous(), eps, isotropic)
-    return _tv_grad_torch(x, eps, isotropic)
+        return _keep_non_finite(torch.ops.imaging.tv_grad(x.contiguous(), eps, isotropic), x)
+    return _keep_non_finite(_tv_grad_torch(x, eps, isotropic), x)
+
+
+def _keep_non_finite(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """NaN where x is NaN or infinite (φ'(D x) takes 0 where |D x| is not > 0, which would hide a NaN pixel behind a
+    finite gradient); elementwise, no host synchronisation."""
+    return grad + (x - x)
 
 
 def tv_hvp(x: torch.Tensor, v: torch.Tensor, eps: float, isotropic: bool = True) -> torch.Tensor:
@@ -266,7 +274,7 @@ if HAS_EXT:
     def _tv_backward(ctx, grad):
         (x,) = ctx.saved_tensors
         scale = grad.reshape(grad.shape + (1,) * (x.dim() - 2))
-        return scale * torch.ops.imaging.tv_grad(x, ctx.eps, ctx.isotropic), None, None
+        return scale * _keep_non_finite(torch.ops.imaging.tv_grad(x, ctx.eps, ctx.isotropic), x), None, None
 
     def _tv_grad_backward(ctx, grad):
         (x,) = ctx.saved_tensors
