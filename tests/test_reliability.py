@@ -64,3 +64,17 @@ def test_an_overflowing_scale_is_an_error_not_a_zero_answer():
     """float32 with ‖A‖ = 1e20: the CG's inner products overflow; an error naming the entry point, not x = 0."""
     with pytest.raises(FloatingPointError, match="least_squares: .*became nan|overflows"):
         least_squares(1e20 * Identity(), torch.rand(1, 1, 4, 4), lam=0.0)
+
+
+def test_a_long_tv_prox_runs_in_interruptible_chunks(monkeypatch):
+    """The compiled loop returns to Python every PROX_CHUNK iterations (Ctrl-C works between chunks), warm-started
+    from its dual field: the iterations add up and the answer meets the same tolerance."""
+    import importlib
+
+    tv = importlib.import_module("imaging.ops.tv")
+    y = torch.rand(1, 1, 24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    whole = tv.tv_prox(y, 0.1, True, 1e-7, 3000)
+    monkeypatch.setattr(tv, "PROX_CHUNK", 40)
+    chunked = tv.tv_prox(y, 0.1, True, 1e-7, 3000)
+    assert float(chunked[2].max()) <= 1e-7 and 40 < int(chunked[3]) < 3000
+    assert float((chunked[0] - whole[0]).abs().max()) < 1e-3

@@ -206,6 +206,9 @@ def plane_weights(lam: float | torch.Tensor, y: torch.Tensor, op: str = "tv_prox
     return lam_t.contiguous()
 
 
+PROX_CHUNK = 2000  # compiled tv_prox iterations between two chances to handle Ctrl-C
+
+
 def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, tol: float = 1e-4,
             max_iter: int = 1000, lower: float | None = None, upper: float | None = None,
             p0: torch.Tensor | None = None):
@@ -241,9 +244,17 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
             raise ValueError("tv_prox: argument 'p0' has non-finite values (NaN or inf)")
         p0 = p0.to(y.dtype).contiguous()
     bounds = (None if lower is None else float(lower), None if upper is None else float(upper))
-    if use_kernel(y):
-        return torch.ops.imaging.tv_prox(y.contiguous(), lam_t, isotropic, float(tol), int(max_iter), *bounds, p0)
-    return _tv_prox_torch(y, lam_t, isotropic, float(tol), int(max_iter), *bounds, p0)
+    if not use_kernel(y):
+        return _tv_prox_torch(y, lam_t, isotropic, float(tol), int(max_iter), *bounds, p0)
+    # The compiled loop runs in chunks of at most PROX_CHUNK iterations, warm-started from the previous dual field,
+    # so that a very long solve stays interruptible (Ctrl-C is handled between chunks).
+    y, done = y.contiguous(), 0
+    while True:
+        chunk = min(PROX_CHUNK, int(max_iter) - done)
+        x, p0, gap, iterations = torch.ops.imaging.tv_prox(y, lam_t, isotropic, float(tol), chunk, *bounds, p0)
+        done += int(iterations)
+        if int(iterations) < chunk or done >= int(max_iter) or chunk == 0:
+            return x, p0, gap, torch.full_like(iterations, done)
 
 
 if HAS_EXT:
