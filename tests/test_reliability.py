@@ -78,3 +78,14 @@ def test_a_long_tv_prox_runs_in_interruptible_chunks(monkeypatch):
     chunked = tv.tv_prox(y, 0.1, True, 1e-7, 3000)
     assert float(chunked[2].max()) <= 1e-7 and 40 < int(chunked[3]) < 3000
     assert float((chunked[0] - whole[0]).abs().max()) < 1e-3
+
+
+def test_fused_passes_without_a_backward_refuse_inputs_that_require_grad():
+    from imaging.ops.gain_sensing import gain_normal_pass
+
+    A = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    s, w = torch.randn(1, 4, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="gain_normal_pass: not differentiable"):
+        gain_normal_pass(A, s, w)
+    with torch.no_grad():
+        assert not any(t.requires_grad for t in gain_normal_pass(A, s, w) if t is not None)

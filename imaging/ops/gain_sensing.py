@@ -108,6 +108,10 @@ def gain_normal_pass(A: torch.Tensor, s: torch.Tensor, weights: torch.Tensor, c:
     """One pass over A: (v = A s (B, p, m), Q = Σ_l A_lᴴ (w ⊙ v_l) (B, n), P = Σ_l A_lᴴ c_l (B, n) (zeros without
     c), e = Σ_l |v_l|² (B, m)). With w = |g|², Q is the normal operator Aᴴ diag(|g|²) A applied to s."""
     _check("gain_normal_pass", A, s=s, weights=weights, c=c)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (A, s, weights, c)):
+        raise RuntimeError("gain_normal_pass: not differentiable (the fused pass of the calibration solvers, which "
+                           "run without autograd); detach the inputs, or compose gain_forward / gain_adjoint, which "
+                           "are")
     if _compiled(A):
         return torch.ops.imaging.gain_normal_pass(A.contiguous(), s.contiguous(), weights.contiguous(),
                                                   _contiguous(c))
