@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imaging._optional import require
+
 OFFLINE_IMAGES = ("camera", "astronaut", "coins", "moon", "shepp_logan_phantom", "brick", "grass", "gravel",
                   "coffee", "chelsea", "rocket", "text", "page", "horse", "clock", "hubble_deep_field", "immunohistochemistry")
 
@@ -92,6 +94,7 @@ def shipped_file(owner: str, files: dict[str, str], name: str, script: str):
 def load_digits(split: str = "train") -> torch.Tensor:
     """The 8×8 handwritten digits that ship with scikit-learn (UCI optical digits, 1797 images), (N, 1, 8, 8) in
     [0, 1]: "train" = the first 1500, "test" = the last 297 (never used in training)."""
+    require("sklearn", "load_digits")
     from sklearn.datasets import load_digits as sklearn_digits
 
     splits = {"train": slice(0, 1500), "test": slice(1500, None)}

@@ -47,3 +47,17 @@ print("ok")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch):
+    import sys
+
+    import pytest
+
+    from imaging._optional import require
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if diffusers were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"DiffusionPrior.from_pretrained needs the optional package "
+                                                  r"diffusers: pip install 'imaging\[generative\]'"):
+        require("diffusers", "DiffusionPrior.from_pretrained")
+    assert require("numpy", "anything").__name__ == "numpy"

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from imaging._optional import require
 from torch import nn
 
 
@@ -22,6 +24,7 @@ def natural_unet(block_out_channels: tuple[int, ...] = (32, 64, 128), layers_per
                  norm_num_groups: int = 8, channels: int = 1, sample_size: int = 64) -> nn.Module:
     """A fully convolutional `UNet2DModel` (ResNet blocks, no attention): len(block_out_channels) − 1 down-samplings
     by 2; `sample_size` is only the training crop recorded in its config."""
+    require("diffusers", "natural_unet")
     from diffusers import UNet2DModel
 
     levels = len(block_out_channels)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+from imaging._optional import require
 from imaging.learning.trainer import Trainer
 from imaging.priors.lpn import LearnedProximalNetwork
 
@@ -170,6 +171,7 @@ class StagedLoss:
     def lr_schedule(self, lr: float) -> Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]:
         """For `Trainer(lr=lr, lr_schedule=...)`: each stage's learning rate, as diffusers' piecewise-constant
         schedule (multiples of `lr`)."""
+        require("diffusers", "StagedLoss.lr_schedule")
         from diffusers.optimization import get_piecewise_constant_schedule
 
         rules = ",".join(f"{stage.lr / lr!r}:{end}" for stage, end in zip(self.schedule, self.ends) if stage.steps)

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from imaging._optional import require
 from imaging._progress import progress_bar
 from imaging.data import save_safetensors
 
@@ -99,6 +100,7 @@ class Trainer:
                  mixed_precision: str = "auto", cpu: bool = False, progress: bool = False,
                  after_step: Callable[[nn.Module], None] | None = None, settings: dict | None = None,
                  lr_schedule: Callable[[torch.optim.Optimizer], Any] | None = None) -> None:
+        require("accelerate", "Trainer")
         from accelerate import Accelerator
         from diffusers.optimization import get_cosine_schedule_with_warmup
 

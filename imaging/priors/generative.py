@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from imaging._optional import require
 from torch import nn
 
 __all__ = ["DiffusionPrior", "DiffusionVelocity", "FlowPrior", "PromptEmbeddings"]
@@ -100,6 +102,7 @@ class DiffusionPrior(_RangeMap):
             raise TypeError(f"DiffusionPrior: argument 'model' must be callable, got {type(model).__name__}")
         self.model = model
         if scheduler is None:
+            require("diffusers", "DiffusionPrior")
             from diffusers import DDPMScheduler
 
             scheduler = DDPMScheduler()
@@ -126,6 +129,7 @@ class DiffusionPrior(_RangeMap):
                         device: str | torch.device = "cpu", **kwargs) -> "DiffusionPrior":
         """Load a diffusers DDPM folder (`unet/` + `scheduler/`, as written by `save_pretrained` of a pipeline)
         from a local path, e.g. a downloaded google/ddpm-celebahq-256 or the shipped `imaging/weights/ddpm_faces32`."""
+        require("diffusers", "DiffusionPrior.from_pretrained")
         from diffusers import DDPMScheduler, UNet2DModel
 
         root = _local_folder(folder, "DiffusionPrior.from_pretrained")
@@ -217,6 +221,7 @@ class DiffusionPrior(_RangeMap):
         """n samples in the image range by deterministic DDIM (diffusers' `DDIMScheduler`, η = 0, on this
         prior's ᾱ) over `steps` timesteps, of `shape` (C, H, W) (default: the model's own; any size its
         down-sampling divides for a fully convolutional model)."""
+        require("diffusers", "DiffusionPrior sampling")
         from diffusers import DDIMScheduler
 
         shape = tuple(shape) if shape is not None else self.image_shape
@@ -374,6 +379,7 @@ class FlowPrior(_RangeMap):
         present) of a Stable Diffusion 3 folder, or the shipped `imaging/weights/flow_faces32`, from a local path. Text encoders are not loaded: pass `prompt=PromptEmbeddings(...)`.
         A `calibration.safetensors` in the folder (key "weights", from `imaging.solvers.flair.calibrated_weights`)
         becomes `calibrated_weights`, FLAIR's default weight curve."""
+        require("diffusers", "FlowPrior.from_pretrained")
         from diffusers import AutoencoderKL, AutoencoderTiny, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
