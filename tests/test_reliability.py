@@ -89,3 +89,16 @@ def test_fused_passes_without_a_backward_refuse_inputs_that_require_grad():
         gain_normal_pass(A, s, w)
     with torch.no_grad():
         assert not any(t.requires_grad for t in gain_normal_pass(A, s, w) if t is not None)
+
+
+def test_bilevel_learning_checks_theta0_against_the_problem():
+    from imaging.learning import maid
+    from imaging.learning.denoising import DenoisingBilevel
+    from imaging.priors import SmoothedTV
+
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    problem = DenoisingBilevel(x + 0.1 * torch.randn_like(x), x, SmoothedTV().double())
+    with pytest.raises(ValueError, match="'theta0' must have 2 entries .* got 3"):
+        maid(problem, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'theta0' must be a finite 1-D tensor"):
+        maid(problem, torch.tensor([NAN, 0.0], dtype=torch.float64))

@@ -34,6 +34,7 @@ class DenoisingBilevel(BilevelProblem):
         self.names = [name for name, _ in learnable]
         self.params = [p for _, p in learnable]
         self.shapes = [p.shape for p in self.params]
+        self.parameter_count = sum(p.numel() for p in self.params)  # the length θ must have
         self.mu = 1.0
         self.upper_lipschitz = 1.0 / y.shape[0]
         self.jacobian_safety = jacobian_safety

@@ -143,6 +143,18 @@ def _record(history, **values) -> None:
         history.setdefault(key, []).append(float(value))
 
 
+def check_theta(problem: BilevelProblem, theta0: object, who: str) -> None:
+    """A clear error unless θ0 is a finite 1-D tensor of the problem's length (when it declares
+    `parameter_count`)."""
+    if not isinstance(theta0, torch.Tensor) or theta0.dim() != 1 or not bool(torch.isfinite(theta0).all()):
+        raise ValueError(f"{who}: argument 'theta0' must be a finite 1-D tensor, got "
+                         f"{tuple(theta0.shape) if isinstance(theta0, torch.Tensor) else type(theta0).__name__}")
+    count = getattr(problem, "parameter_count", None)
+    if count is not None and theta0.numel() != count:
+        raise ValueError(f"{who}: argument 'theta0' must have {count} entries (the problem's learnable parameters), "
+                         f"got {theta0.numel()}")
+
+
 def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, delta0: float = 1e-1,
          step0: float = 1e-1, eta: float = 1e-4, shrink: float = 0.5, backtrack: float = 0.5, relax: float = 1.05,
          step_growth: float = 10 / 9, max_iter: int = 100, budget: int = 10 ** 6, max_backtracks: int = 10,
@@ -150,6 +162,7 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
     """MAID from θ0: returns the last accepted θ and the history (see the module docstring for the rules). Stops
     after max_iter accepted steps, when the budget of lower-level + CG iterations is spent, or when stationarity is
     certified: ‖∇f(θ)‖ ≤ ‖z‖ + ω ≤ tol."""
+    check_theta(problem, theta0, "maid")
     theta = theta0.detach().clone()
     eps, delta, step = eps0, delta0, step0
     with torch.no_grad():
@@ -210,6 +223,7 @@ def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, s
                  "cubic": lambda k: eps0 / (k + 1) ** 3}
     if schedule not in schedules:
         raise ValueError(f"hoag: argument 'schedule' must be one of {sorted(schedules)}, got {schedule!r}")
+    check_theta(problem, theta0, "hoag")
     theta = theta0.detach().clone()
     with torch.no_grad():
         x = problem.initial_x(theta)

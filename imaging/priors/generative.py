@@ -400,7 +400,12 @@ class FlowPrior(_RangeMap):
         if calibration.exists():
             from safetensors.torch import load_file
 
-            prior.calibrated_weights = load_file(str(calibration))["weights"]
+            weights = load_file(str(calibration)).get("weights")
+            if weights is None or weights.dim() != 1 or not bool(torch.isfinite(weights).all()) \
+                    or not bool((weights >= 0).all()):
+                raise ValueError(f"FlowPrior.from_pretrained: {calibration} must hold 'weights', a 1-D curve of "
+                                 f"finite non-negative weights (imaging.solvers.flair.calibrated_weights)")
+            prior.calibrated_weights = weights
         return prior
 
     def check_latent(self, z: torch.Tensor, who: str, arg: str) -> None:
