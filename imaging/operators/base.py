@@ -43,6 +43,12 @@ def _tensors(op: nn.Module):
     yield from op.buffers()
 
 
+def tensor_state(op: nn.Module) -> tuple:
+    """(data pointer, version) of each of the module's parameters and buffers: it changes when one is replaced or
+    modified in place, so values cached per operator (its norm, its linearity check) know when to recompute."""
+    return tuple((t.data_ptr(), t._version) for t in _tensors(op))
+
+
 def _norm64(t: torch.Tensor) -> float:
     """‖t‖ computed in double precision (a float32 sum of squares overflows from entries of about 1e19)."""
     return torch.linalg.vector_norm(t.to(torch.complex128 if t.is_complex() else torch.float64)).item()
@@ -248,7 +254,7 @@ class LinearOperator(Operator):
         not overflow the data type (‖A‖ up to ~1e38 in float32); a non-finite ‖A v‖ is an error naming the
         operator. With a batch, the operator acts block-diagonally, so this is the largest norm over the batch.
         """
-        key = (tuple(x.shape), x.dtype, x.device, tuple((t.data_ptr(), t._version) for t in _tensors(self)))
+        key = (tuple(x.shape), x.dtype, x.device, tensor_state(self))
         if key in self._norm_cache():
             return self._norm_cache()[key]
         gen = torch.Generator().manual_seed(seed)

@@ -11,7 +11,7 @@ import torch
 
 from imaging._progress import progress_bar
 from imaging.linalg import ConvergenceWarning  # noqa: F401 (defined with the CG, re-exported here)
-from imaging.operators.base import LinearOperator
+from imaging.operators.base import LinearOperator, tensor_state
 
 LOGGER = logging.getLogger("imaging")
 
@@ -54,7 +54,7 @@ def check_linearity(A: LinearOperator, like: torch.Tensor, who: str) -> None:
     would otherwise give a silently wrong answer (its derived adjoint is a gradient at 0)."""
     from imaging.testing import check_linear
 
-    key = (tuple(like.shape), like.dtype, tuple((t.data_ptr(), t._version) for t in (*A.parameters(), *A.buffers())))
+    key = (tuple(like.shape), like.dtype, tensor_state(A))
     checked = A.__dict__.setdefault("_linearity_checked", set())
     if key in checked:
         return
