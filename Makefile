@@ -1,6 +1,7 @@
 # Two entry points, each idempotent and fast once set up:
 #   make demo   -> .venv with torch + imaging (compiled ops built), then the main demo (figures in out/)
 #   make test   -> same set-up, then the test suite (without the tests marked slow: make test PYTEST_ARGS= runs all)
+#   make docs   -> same set-up, then the documentation site in site/ (mkdocs, strict)
 # Options: make demo TORCH=torch==2.14.1   IMAGING_NO_EXT=1 make test (pure-torch fallback, no build)
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not slow"
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 
-.PHONY: demo test setup build bench bench-peers gpu-check gpu-train-stage clean
+.PHONY: demo test docs setup build bench bench-peers gpu-check gpu-train-stage clean
 
 demo: build
 	$(PY) examples/reconstruct.py
@@ -21,6 +22,10 @@ demo: build
 test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The documentation site (mkdocs-material, API reference by mkdocstrings) in site/; strict: broken references fail.
+docs: build
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 DEPS := $(VENV)/.deps-$(subst =,_,$(subst /,_,$(TORCH)))
 BUILT := $(VENV)/.built$(if $(IMAGING_NO_EXT),-noext,)
 
@@ -31,7 +36,8 @@ $(VENV)/.deps-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile bm3d hypothesis
+	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile bm3d hypothesis \
+		"mkdocs-material>=9.5" "mkdocstrings[python]>=0.25"
 	rm -f $(VENV)/.deps-* $(VENV)/.built*
 	touch $@
 
