@@ -108,13 +108,16 @@ inline ProxArguments check_tv_prox_arguments(const at::Tensor& y, const at::Tens
 // (P ≈ 0) from never converging.
 inline bool relative_duality_gaps(const double* primal, const double* dual, int64_t stride, int64_t planes,
                                   double tol, bool single_precision, double* relative) {
+  // Relative to the plane's own scale only: an absolute floor would let a tiny image "converge" far from its
+  // solution. A NaN gap (non-finite input or iterate) never counts as converged.
   bool converged = true;
   for (int64_t b = 0; b < planes; ++b) {
     const double p = primal[b * stride], d = dual[b * stride];
-    const double gap = std::max(p - d, 0.0);
-    const double floor = (single_precision ? 1e-7 : 1e-14) * (std::abs(p) + std::abs(d)) + 1e-30;
-    relative[b] = gap / std::max(p, floor);
-    if (gap > tol * p + floor) converged = false;
+    const double gap = p - d < 0.0 ? 0.0 : p - d;  // NaN stays NaN
+    const double floor = (single_precision ? 1e-7 : 1e-14) * (std::abs(p) + std::abs(d));
+    const double scale = std::max(p, floor);
+    relative[b] = scale > 0.0 ? gap / scale : (gap == 0.0 ? 0.0 : gap);
+    if (!(gap <= tol * p + floor)) converged = false;
   }
   return converged;
 }

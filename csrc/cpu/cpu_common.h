@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../common.h"
@@ -37,14 +38,16 @@ inline std::vector<double> sum_rows_per_plane(const std::vector<double>& per_row
   return out;
 }
 
-// A per-thread scratch buffer of at least `elements` values, reused from call to call (kernels allocate their
-// outputs and nothing else per call). The pointer stays valid until the same thread asks for a larger buffer.
+// Scratch memory for one call, released when the call returns: kernels keep nothing between calls (a per-thread
+// buffer kept for reuse would hold the largest call's workspace for the life of the process). Not zeroed.
 template <typename T>
-T* workspace(int64_t elements, int slot = 0) {
-  static thread_local std::vector<T> buffers[2];
-  std::vector<T>& buffer = buffers[slot];
-  if (static_cast<int64_t>(buffer.size()) < elements) buffer.resize(elements);
-  return buffer.data();
-}
+class Workspace {
+ public:
+  explicit Workspace(int64_t elements) : data_(new T[static_cast<size_t>(std::max<int64_t>(elements, 1))]) {}
+  T* data() const { return data_.get(); }
+
+ private:
+  std::unique_ptr<T[]> data_;
+};
 
 }  // namespace imaging

@@ -78,7 +78,8 @@ void foe_kernel(const T* x, const T* v, const T* filters, const T* weights, cons
   const int64_t P = s.planes, H = s.height, W = s.width, plane = s.padded_h() * s.padded_w();
   const int64_t chunks = filter_chunks(s), tasks = P * chunks, taps = s.kh * s.kw;
   const bool field = MODE != Mode::Energy;
-  T* xp = workspace<T>(P * plane * (MODE == Mode::Hvp ? 2 : 1) + (field ? tasks * plane : 0), 0);
+  const Workspace<T> scratch(P * plane * (MODE == Mode::Hvp ? 2 : 1) + (field ? tasks * plane : 0));
+  T* xp = scratch.data();
   T* vp = xp + P * plane;                                       // Hvp only
   T* gp = xp + P * plane * (MODE == Mode::Hvp ? 2 : 1);         // partial padded gradients, one per task
   std::vector<double> energy(tasks, 0.0);
@@ -89,8 +90,7 @@ void foe_kernel(const T* x, const T* v, const T* filters, const T* weights, cons
     }
   });
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    static thread_local std::vector<T> rows;
-    rows.resize(3 * W);
+    std::vector<T> rows(3 * W);  // per parallel chunk, released with it
     T* z = rows.data();
     T* t = z + W;
     T* sv = t + W;

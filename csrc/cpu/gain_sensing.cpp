@@ -112,7 +112,8 @@ void accumulate_rows(const T* A, const GainShape& s, const T* c, const T* scale,
   const int outputs = FORWARD ? 2 : 1;
   const int64_t chunks = chunk_count(s, outputs, sizeof(T));
   const int64_t image_block = B * n;  // one output for all problems
-  T* extra = chunks > 1 ? workspace<T>((chunks - 1) * outputs * image_block) : nullptr;
+  const Workspace<T> scratch(chunks > 1 ? (chunks - 1) * outputs * image_block : 0);  // released on return
+  T* extra = chunks > 1 ? scratch.data() : nullptr;
   auto partial = [&](int64_t chunk, int which) -> T* {  // which: 0 = P, 1 = Q
     if (chunk == 0) return which == 0 ? P : Q;
     return extra + ((chunk - 1) * outputs + which) * image_block;

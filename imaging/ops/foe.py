@@ -56,23 +56,44 @@ def _differentiable(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _foe_grad_torch(x, filters, weights, nu, potential="abs", padding="reflect"):
-    """∇_x of the summed reference energy, by autograd (itself differentiable when an input requires grad)."""
-    graph = _differentiable(x, filters, weights, nu)
+def potential_derivatives(z: torch.Tensor, nu: torch.Tensor, potential: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(φ'(z), φ''(z)) in closed form, as the kernels compute them (autograd's second derivative of sqrt(z² + ν²)
+    cancels catastrophically when ν ≪ |z|)."""
+    nu2 = nu * nu
+    s = z * z + nu2
+    if potential == "abs":
+        root = torch.sqrt(s)
+        return z / root, nu2 / (s * root)
+    return 2 * z / s, 2 * (nu2 - z * z) / (s * s)
+
+
+def _adjoint_responses(t: torch.Tensor, like: torch.Tensor, filters: torch.Tensor, padding: str,
+                       graph: bool) -> torch.Tensor:
+    """Σ_i P^T k_i^T t_i: the adjoint of `responses` (linear in x: its gradient at 0, exact), (N, C, H, W)."""
     with torch.enable_grad():
-        x_ = x if x.requires_grad else x.detach().requires_grad_()
-        energy = _foe_energy_torch(x_, filters, weights, nu, potential, padding).sum()
-        grad = torch.autograd.grad(energy, x_, create_graph=graph)[0]
+        zero = torch.zeros_like(like).requires_grad_()
+        return torch.autograd.grad(responses(zero, filters, padding), zero, t, create_graph=graph)[0]
+
+
+def _foe_grad_torch(x, filters, weights, nu, potential="abs", padding="reflect"):
+    """∇_x R = Σ_i a_i P^T k_i^T φ'(k_i ⋆ P x), with φ' in closed form (differentiable when an input requires
+    grad)."""
+    graph = _differentiable(x, filters, weights, nu)
+    with torch.set_grad_enabled(graph):
+        z = responses(x, filters, padding)
+        t = weights[None, :, None, None] * potential_derivatives(z, nu[None, :, None, None], potential)[0]
+        grad = _adjoint_responses(t, x, filters, padding, graph)
     return grad if graph else grad.detach()
 
 
 def _foe_hvp_torch(x, v, filters, weights, nu, potential="abs", padding="reflect"):
+    """∇²_x R · v = Σ_i a_i P^T k_i^T (φ''(k_i ⋆ P x) · k_i ⋆ P v), φ'' in closed form."""
     graph = _differentiable(x, v, filters, weights, nu)
-    with torch.enable_grad():
-        x_ = x if x.requires_grad else x.detach().requires_grad_()
-        energy = _foe_energy_torch(x_, filters, weights, nu, potential, padding).sum()
-        grad = torch.autograd.grad(energy, x_, create_graph=True)[0]
-        hvp = torch.autograd.grad((grad * v).sum(), x_, create_graph=graph)[0]
+    with torch.set_grad_enabled(graph):
+        z = responses(x, filters, padding)
+        curvature = potential_derivatives(z, nu[None, :, None, None], potential)[1]
+        t = weights[None, :, None, None] * curvature * responses(v, filters, padding)
+        hvp = _adjoint_responses(t, x, filters, padding, graph)
     return hvp if graph else hvp.detach()
 
 
@@ -103,6 +124,11 @@ def check_foe(op: str, x: object, filters: object, weights: object, nu: object, 
             raise ValueError(f"{op}: argument '{name}' must have shape (K,) = ({K},), got {tuple(t.shape)}")
     if not bool((nu > 0).all()):
         raise ValueError(f"{op}: argument 'nu' must be positive, got min {float(nu.min()):.3g}")
+    info = torch.finfo(nu.dtype)
+    if not bool(((nu * nu >= info.tiny) & (nu * nu <= info.max)).all()):  # the potentials divide by ν²
+        raise ValueError(f"{op}: argument 'nu' must have ν² representable in {nu.dtype} (ν between "
+                         f"{info.tiny ** 0.5:.3g} and {info.max ** 0.5:.3g}), got min {float(nu.min()):.3g}, max "
+                         f"{float(nu.max()):.3g}; rescale the image or use float64")
     if potential not in POTENTIALS:
         raise ValueError(f"{op}: argument 'potential' must be one of {POTENTIALS}, got {potential!r}")
     if padding not in PADDINGS:

@@ -105,8 +105,12 @@ def _tv_prox_torch(y: torch.Tensor, lam: torch.Tensor, isotropic: bool = True, t
 
     def measure():
         gap, primal = _duality_gap(y, x, p, lam, isotropic, lower, upper)
-        slack = floor * (primal.abs() + (primal - gap).abs()) + 1e-30
-        return gap / torch.maximum(primal, slack), bool((gap <= tol * primal + slack).all())
+        # relative to each plane's own scale (no absolute floor: a tiny image must not "converge" far from its
+        # solution); a NaN gap never counts as converged
+        slack = floor * (primal.abs() + (primal - gap).abs())
+        scale = torch.maximum(primal, slack)
+        relative = torch.where(scale > 0, gap / scale.clamp_min(torch.finfo(torch.float64).tiny), gap)
+        return relative, bool((gap <= tol * primal + slack).all())
 
     converged = False
     if tol > 0:  # tol = 0: a fixed number of iterations, the gap measured once at the end
