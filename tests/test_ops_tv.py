@@ -273,3 +273,15 @@ def test_cuda_matches_cpu(shape, isotropic):
     torch.library.opcheck(torch.ops.imaging.tv_prox.default, (x.cuda(), lam.cuda(), isotropic, 1e-3, 50, None, None,
                                                                None))
     torch.library.opcheck(torch.ops.imaging.tv_grad.default, (x.cuda().requires_grad_(), 0.05, isotropic))
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_handles_more_planes_than_a_grid_dimension():
+    """The per-plane sums (value, prox duality gap) stride over planes: more than 65 535 planes (the limit of
+    gridDim.y) give the CPU's answer instead of a launch failure."""
+    x = _sample((70_000, 1, 3, 4))
+    torch.testing.assert_close(tv(x.cuda(), 0.0, True).cpu(), tv(x, 0.0, True))
+    cuda, cpu = tv_prox(x.cuda(), 0.1, tol=1e-6, max_iter=50), tv_prox(x, 0.1, tol=1e-6, max_iter=50)
+    torch.testing.assert_close(cuda[0].cpu(), cpu[0])
+    assert int(cuda[3]) == int(cpu[3])

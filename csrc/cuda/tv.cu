@@ -46,19 +46,24 @@ __device__ __forceinline__ void block_sum_atomic(double value, double* out) {
 }
 
 // ---- value, gradient, HVP ------------------------------------------------------------------------------------
-// Value: one block row per plane slice (blockIdx.y = plane) so each block adds into a single plane sum.
+// Value: block rows stride over the planes (blockIdx.y + m gridDim.y: any number of planes, gridDim.y <= 65535),
+// so each block adds into one plane sum at a time.
 template <typename T, int NDIM, bool ISO>
-__global__ void tv_value_kernel(const T* __restrict__ x, Geometry<NDIM> geo, T eps, double* __restrict__ sums) {
-  const int64_t plane = blockIdx.y;
-  const T* xp = x + plane * geo.voxels;
-  double acc = 0;
-  for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < geo.voxels; v += int64_t(blockDim.x) * gridDim.x) {
-    T g[NDIM];
-    int64_t c[NDIM];
-    gradient_at<T, NDIM>(xp, v, geo, g, c);
-    acc += tv_potential<T, NDIM, ISO>(g, eps);
+__global__ void tv_value_kernel(const T* __restrict__ x, Geometry<NDIM> geo, int64_t planes, T eps,
+                                double* __restrict__ sums) {
+  for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+    const T* xp = x + plane * geo.voxels;
+    double acc = 0;
+    for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < geo.voxels;
+         v += int64_t(blockDim.x) * gridDim.x) {
+      T g[NDIM];
+      int64_t c[NDIM];
+      gradient_at<T, NDIM>(xp, v, geo, g, c);
+      acc += tv_potential<T, NDIM, ISO>(g, eps);
+    }
+    block_sum_atomic(acc, sums + plane);
+    __syncthreads();  // the shared partials are reused by the next plane
   }
-  block_sum_atomic(acc, sums + plane);
 }
 
 // out = D^T w, w = φ'(D x) (HVP: w = ∇²φ(D x) D v), recomputing w at the voxel and its backward neighbours.
@@ -154,37 +159,41 @@ __global__ void prox_primal_kernel(const T* __restrict__ y, const T* __restrict_
 // Per-plane primal P(x) and dual 𝒟(p) = ½‖x'−y‖² + <D^T p, x'>, x' = clamp(y − D^T p), into sums[2·plane + {0,1}].
 template <typename T, int NDIM, bool ISO>
 __global__ void prox_objective_kernel(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ p,
-                                      const T* __restrict__ lam, Geometry<NDIM> geo, T lo, T hi,
+                                      const T* __restrict__ lam, Geometry<NDIM> geo, int64_t planes, T lo, T hi,
                                       double* __restrict__ sums) {
-  const int64_t plane = blockIdx.y;
-  const T* xp = x + plane * geo.voxels;
-  const T* yp = y + plane * geo.voxels;
-  const T* pp = p + plane * NDIM * geo.voxels;
-  double primal = 0, dual = 0;
-  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < geo.voxels; u += int64_t(blockDim.x) * gridDim.x) {
-    T g[NDIM];
-    int64_t c[NDIM];
-    gradient_at<T, NDIM>(xp, u, geo, g, c);
-    const double d = double(xp[u]) - double(yp[u]);
-    primal += 0.5 * d * d + double(lam[plane]) * double(tv_potential<T, NDIM, ISO>(g, T(0)));
-    const T adj = dual_adjoint_at<T, NDIM>(pp, u, geo);
-    const double xs = clamp_box(yp[u] - adj, lo, hi);
-    dual += 0.5 * (xs - yp[u]) * (xs - yp[u]) + double(adj) * xs;
+  for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {  // grid-stride over the planes
+    const T* xp = x + plane * geo.voxels;
+    const T* yp = y + plane * geo.voxels;
+    const T* pp = p + plane * NDIM * geo.voxels;
+    double primal = 0, dual = 0;
+    for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < geo.voxels;
+         u += int64_t(blockDim.x) * gridDim.x) {
+      T g[NDIM];
+      int64_t c[NDIM];
+      gradient_at<T, NDIM>(xp, u, geo, g, c);
+      const double d = double(xp[u]) - double(yp[u]);
+      primal += 0.5 * d * d + double(lam[plane]) * double(tv_potential<T, NDIM, ISO>(g, T(0)));
+      const T adj = dual_adjoint_at<T, NDIM>(pp, u, geo);
+      const double xs = clamp_box(yp[u] - adj, lo, hi);
+      dual += 0.5 * (xs - yp[u]) * (xs - yp[u]) + double(adj) * xs;
+    }
+    block_sum_atomic(primal, sums + 2 * plane);
+    __syncthreads();
+    block_sum_atomic(dual, sums + 2 * plane + 1);
+    __syncthreads();
   }
-  block_sum_atomic(primal, sums + 2 * plane);
-  __syncthreads();
-  block_sum_atomic(dual, sums + 2 * plane + 1);
 }
 
 dim3 plane_grid(const Grid& g) {
   const int64_t per_plane = std::min<int64_t>((g.voxels() + kThreads - 1) / kThreads, 1024);
-  return dim3(static_cast<unsigned int>(per_plane), static_cast<unsigned int>(g.planes));
+  return dim3(static_cast<unsigned int>(per_plane), static_cast<unsigned int>(std::min<int64_t>(g.planes, 65535)));
 }
 
 template <typename T, int NDIM, bool ISO>
 struct CudaTV {
   static void value(const T* x, const Grid& g, T eps, double* sums, cudaStream_t stream) {
-    tv_value_kernel<T, NDIM, ISO><<<plane_grid(g), kThreads, 0, stream>>>(x, geometry_of<NDIM>(g), eps, sums);
+    tv_value_kernel<T, NDIM, ISO><<<plane_grid(g), kThreads, 0, stream>>>(x, geometry_of<NDIM>(g), g.planes, eps,
+                                                                        sums);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -207,7 +216,7 @@ struct CudaTV {
     std::vector<double> sums(2 * g.planes), rel_gap(g.planes, 0.0);
     auto measure = [&]() -> bool {
       C10_CUDA_CHECK(cudaMemsetAsync(sums_device, 0, sizeof(double) * 2 * g.planes, stream));
-      prox_objective_kernel<T, NDIM, ISO><<<plane_grid(g), kThreads, 0, stream>>>(x, y, p, lam, geo, lo, hi,
+      prox_objective_kernel<T, NDIM, ISO><<<plane_grid(g), kThreads, 0, stream>>>(x, y, p, lam, geo, g.planes, lo, hi,
                                                                                   sums_device);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       C10_CUDA_CHECK(cudaMemcpyAsync(sums.data(), sums_device, sizeof(double) * 2 * g.planes,
