@@ -292,6 +292,15 @@ class LinearOperator(Operator):
             self.__dict__["_norms"] = {}
         return self.__dict__["_norms"]
 
+    def svd(self, like: torch.Tensor):
+        """A = U diag(s) Vᴴ in closed form for images shaped like `like` (`imaging.operators.svd.SVD`), for
+        solvers that work in A's spectral coordinates (DDRM). Operators with a known decomposition override it:
+        Identity, Inpainting, Blur(mode="circular"), Downsampling(filter="box"), StructuredCompressedSensing."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no singular value decomposition in closed form (svd); the operators that "
+            f"have one: Identity, Inpainting, Blur(mode='circular'), Downsampling(filter='box'), "
+            f"StructuredCompressedSensing, or implement svd(like) returning an imaging.operators.svd.SVD")
+
     def pinv(self, y: torch.Tensor, *, x0: torch.Tensor | None = None, tol: float = 1e-6, max_iter: int = 100,
              warn: bool = True) -> torch.Tensor:
         """Least-squares solution of A x = y (of minimum norm from x0 = None) by the conjugate gradient
@@ -328,6 +337,11 @@ class Identity(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         check_input(self, y, "y")
         return y
+
+    def svd(self, like: torch.Tensor):
+        from imaging.operators.svd import identity_basis
+
+        return identity_basis(like.new_ones(()).real, lambda y: y)
 
 
 class Adjoint(LinearOperator):

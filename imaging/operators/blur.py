@@ -169,6 +169,19 @@ class Blur(LinearOperator):
         xp = pad(x, _pad_widths((kh, kw)), self.mode)
         return self._fft_apply(xp, conj=False)[..., kh - 1:, kw - 1:]
 
+    def svd(self, like: torch.Tensor):
+        """Circular mode: V = the unitary 2-D DFT, s = |H| (H the transfer function), U = V·diag(H/|H|)."""
+        from imaging.operators.svd import fourier_basis
+
+        if self.mode != "circular":
+            raise NotImplementedError(f"Blur.svd: only mode='circular' is diagonalised by the DFT, got "
+                                      f"mode={self.mode!r}")
+        transfer = self._transfer(torch.zeros(like.shape[-2:], dtype=torch.complex128 if like.real.dtype ==
+                                              torch.float64 else torch.complex64, device=like.device))
+        s = transfer.abs()
+        phase = torch.where(s > 0, transfer / s.clamp_min(torch.finfo(s.dtype).tiny), torch.ones_like(transfer))
+        return fourier_basis(s, phase)
+
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_image(self, y, "y")
         if self.mode == "circular":
@@ -207,6 +220,31 @@ class Downsampling(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(self, x)
         return self.blur(x)[..., :: self.factor, :: self.factor]
+
+    def svd(self, like: torch.Tensor):
+        """Box filter and sides divisible by the factor (block averages): V = the orthonormal 2-D DCT of each f×f
+        block, whose first atom is the constant 1/f; s = 1/f there, 0 elsewhere; Uᴴy puts y at those atoms."""
+        from imaging.operators.sampling import dct_matrix
+        from imaging.operators.svd import SVD
+
+        f, (H, W) = self.factor, like.shape[-2:]
+        if self.filter != "box" or H % f or W % f:
+            raise NotImplementedError(f"Downsampling.svd: needs filter='box' and image sides divisible by the factor "
+                                      f"{f} (block averages), got filter={self.filter!r} and size {(H, W)}")
+        d = dct_matrix(f).to(dtype=like.real.dtype, device=like.device)
+
+        def blocks(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # m applied on both axes of every block
+            b = x.reshape(*x.shape[:-2], H // f, f, W // f, f)
+            return torch.einsum("ij,...ajbk,lk->...aibl", m, b, m).reshape(x.shape)
+
+        def u_adjoint(y: torch.Tensor) -> torch.Tensor:
+            c = y.new_zeros(*y.shape[:-2], H, W)
+            c[..., ::f, ::f] = y
+            return c
+
+        s = torch.zeros(H, W, dtype=like.real.dtype, device=like.device)
+        s[::f, ::f] = 1.0 / f
+        return SVD(s, lambda x: blocks(x, d), lambda c: blocks(c, d.T), u_adjoint)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_image(self, y, "y")

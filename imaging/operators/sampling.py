@@ -58,6 +58,13 @@ class Inpainting(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._masked(x, "x")
 
+    def svd(self, like: torch.Tensor):
+        """V = I, s = |m|, Uᴴy = sign(m) y."""
+        from imaging.operators.svd import identity_basis
+
+        mask = self.mask.to(like.real.dtype).to(like.device)
+        return identity_basis(mask.abs(), lambda y: y * torch.sign(mask))
+
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self._masked(y, "y")
 
@@ -127,6 +134,19 @@ class StructuredCompressedSensing(LinearOperator):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_sample_shape(self, y, (self.indices.numel(),), "y")
         dh, dw, s = (t.to(y.real.dtype) for t in (self.dct_h, self.dct_w, self.signs))
+        return (dh.T @ self._scatter(y) @ dw) * s
+
+    def _scatter(self, y: torch.Tensor) -> torch.Tensor:
+        """The m kept coefficients placed among all n = C·H·W, (N, m) -> (N, C, H, W)."""
         full = y.new_zeros(y.shape[0], math.prod(self.in_shape))
         full[:, self.indices] = y
-        return (dh.T @ full.reshape(y.shape[0], *self.in_shape) @ dw) * s
+        return full.reshape(y.shape[0], *self.in_shape)
+
+    def svd(self, like: torch.Tensor):
+        """V = (D diag(signs))ᴴ, s = 1 on the kept coefficients, Uᴴy = the kept coefficients in place."""
+        from imaging.operators.svd import SVD
+
+        dtype, device = like.real.dtype, like.device
+        dh, dw, signs = (t.to(dtype=dtype, device=device) for t in (self.dct_h, self.dct_w, self.signs))
+        kept = self._scatter(torch.ones(1, self.m, dtype=dtype, device=device))[0]
+        return SVD(kept, lambda x: dh @ (x * signs) @ dw.T, lambda c: (dh.T @ c @ dw) * signs, self._scatter)

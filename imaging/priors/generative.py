@@ -206,14 +206,22 @@ class DiffusionPrior(_RangeMap):
             raise ValueError(f"{who}: argument '{arg}' has images of size {tuple(x.shape[2:])}; the diffusion model "
                              f"needs sides divisible by {self.size_multiple} (pad the image, e.g. with reflection)")
 
-    @torch.no_grad()
-    def eps(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-        """ε_θ(x_t, t) for x_t (B, C, H, W) in the model range, in x_t's dtype; no autograd graph."""
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
-        dtype = _net_dtype(self.model) or x_t.dtype
-        out = _output(self.model(x_t.to(dtype), t)).to(x_t.dtype)
-        channels = x_t.shape[1]
-        return out[:, :channels] if out.shape[1] == 2 * channels else out
+    def eps(self, x_t: torch.Tensor, t: int | torch.Tensor, *, differentiable: bool = False) -> torch.Tensor:
+        """ε_θ(x_t, t) for x_t (B, C, H, W) in the model range, in x_t's dtype. No autograd graph unless
+        `differentiable=True` (only for methods that backpropagate through the network, such as DPS)."""
+        with torch.set_grad_enabled(differentiable):
+            t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+            dtype = _net_dtype(self.model) or x_t.dtype
+            out = _output(self.model(x_t.to(dtype), t)).to(x_t.dtype)
+            channels = x_t.shape[1]
+            return out[:, :channels] if out.shape[1] == 2 * channels else out
+
+    def tweedie(self, x_t: torch.Tensor, t: int, *, differentiable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂_0, ε_θ): the posterior mean E[x_0 | x_t] = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t and the network's
+        ε, both in the model range."""
+        alpha, sigma = self.alpha_sigma(t)
+        eps = self.eps(x_t, t, differentiable=differentiable)
+        return (x_t - sigma * eps) / alpha, eps
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, *, seed: int = 0, device: str | torch.device = "cpu",
