@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from imaging._progress import progress_bar
 from imaging.operators.base import LinearOperator
+from imaging.solvers.base import IterativeSolver, Result
 
 
 def _norms(t: torch.Tensor) -> torch.Tensor:
@@ -64,65 +64,91 @@ class RegularisedLeastSquares:
 
 
 @dataclass
-class LowerLevelResult:
-    """x: the certified iterate; error_bound: ‖∇h(x)‖/μ ≥ ‖x − x*‖ per sample; iterations; gradient evaluations;
-    converged: error_bound ≤ ε for every sample; lipschitz: the final backtracking estimate of L."""
+class LowerLevelResult(Result):
+    """The library's `Result` of the lower-level solve: x the certified iterate, `iterations`, `converged`
+    (error_bound ≤ ε for every sample), the history (max error bound per iteration, as "residual"), and
+    error_bound: ‖∇h(x)‖/μ ≥ ‖x − x*‖ per sample; evaluations: gradient and value evaluations; lipschitz: the final
+    backtracking estimate of L per sample."""
 
-    x: torch.Tensor
-    error_bound: torch.Tensor
-    iterations: int
-    evaluations: int
-    converged: bool
-    lipschitz: torch.Tensor
+    error_bound: torch.Tensor | None = None
+    evaluations: int = 0
+    lipschitz: torch.Tensor | None = None
+
+
+class LowerLevelSolver(IterativeSolver):
+    """Nesterov's accelerated gradient for the μ-strongly convex h on the library's loop (see
+    `accelerated_gradient`); residual = max_samples ‖∇h(z)‖/μ, tol = ε."""
+
+    name = "lower level"
+
+    def __init__(self, problem: RegularisedLeastSquares, eps: float, *, lipschitz: float | torch.Tensor = 1.0,
+                 max_iter: int = 2000, progress: bool = False, callback=None) -> None:
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"accelerated_gradient: argument 'eps' must be positive, got {eps}")
+        self.owner = "accelerated_gradient"
+        super().__init__(max_iter=max_iter, tol=eps, progress=progress, callback=callback)
+        self.problem, self.lipschitz = problem, lipschitz
+
+    def _measure(self, state: dict) -> dict:
+        state["g"] = g = self.problem.grad(state["z"])
+        state["evaluations"] += 1
+        state["bound"] = _norms(g) / self.problem.mu
+        return {"residual": float(state["bound"].max())}
+
+    def init(self, x0: torch.Tensor | None) -> dict:
+        x = (self.problem.initial() if x0 is None else x0).clone()
+        B = x.shape[0]
+        L = torch.as_tensor(self.lipschitz, dtype=x.real.dtype, device=x.device).expand(B).clone()
+        state = {"x": x, "z": x, "L": L.clamp_min(self.problem.mu), "evaluations": 0,
+                 "shape": (B,) + (1,) * (x.dim() - 1)}
+        state["start"] = self._measure(state)
+        return state
+
+    def initial_metrics(self, state: dict) -> dict:
+        return state["start"]
+
+    def step(self, state: dict):
+        problem, mu, shape = self.problem, self.problem.mu, state["shape"]
+        z, g, L = state["z"], state["g"], state["L"]
+        h_z = problem.value(z)
+        g2 = _norms(g) ** 2
+        # The decrease test is only informative while the predicted decrease exceeds the rounding of h; below that,
+        # L is kept as it is (adapting it to rounding noise would shrink it until the iteration diverges).
+        informative = g2 / (2 * L) > 1e-9 * h_z.abs().clamp_min(1e-300)
+        while True:  # backtracking on L, per sample
+            x_new = z - g / L.view(shape)
+            ok = ~informative | (problem.value(x_new) <= h_z - g2 / (2 * L))
+            state["evaluations"] += 1
+            if bool(ok.all()):
+                break
+            L = torch.where(ok, L, 2 * L)
+            informative = informative & (g2 / (2 * L) > 1e-9 * h_z.abs().clamp_min(1e-300))
+        beta = (L.sqrt() - mu ** 0.5) / (L.sqrt() + mu ** 0.5)
+        x_prev, x = state["x"], x_new
+        state.update(x=x, z=x + beta.view(shape) * (x - x_prev), L=torch.where(informative, (0.9 * L).clamp_min(mu), L))
+        return state, self._measure(state)
+
+    def estimate(self, state: dict) -> torch.Tensor:
+        return state["z"]
+
+    def finish(self, result: Result, state: dict) -> LowerLevelResult:
+        return LowerLevelResult(x=result.x, history=result.history, iterations=result.iterations,
+                                converged=result.converged, error_bound=state["bound"],
+                                evaluations=state["evaluations"], lipschitz=state["L"])
 
 
 def accelerated_gradient(problem: RegularisedLeastSquares, eps: float, x0: torch.Tensor | None = None, *,
                          lipschitz: float | torch.Tensor = 1.0, max_iter: int = 2000, progress: bool = False,
-                         callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
-                         ) -> LowerLevelResult:
+                         callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+                         warn: bool = True) -> LowerLevelResult:
     """Minimise the μ-strongly convex h from x0 (warm start; default: the data) until ‖∇h(z)‖/μ ≤ eps per sample.
 
     L starts at `lipschitz` (a scalar or per sample) and is doubled until the sufficient-decrease condition
     h(z − ∇h(z)/L) ≤ h(z) − ‖∇h(z)‖²/(2L) holds, and shrunk by 0.9 after each success (so a loose start costs
-    little), while that condition is above the rounding of h; then L stays fixed. Runs under torch.no_grad();
-    callback(iteration, z, error_bound) is called after each iteration."""
-    if eps <= 0:
-        raise ValueError(f"accelerated_gradient: argument 'eps' must be positive, got {eps}")
-    mu = problem.mu
-    with torch.no_grad():
-        x = (problem.initial() if x0 is None else x0).clone()
-        B = x.shape[0]
-        shape = (B,) + (1,) * (x.dim() - 1)
-        L = torch.as_tensor(lipschitz, dtype=x.real.dtype, device=x.device).expand(B).clone().clamp_min(mu)
-        z, x_prev = x, x
-        evaluations = 0
-        bar = progress_bar(total=max_iter, desc="lower level", enabled=progress)
-        iteration = 0
-        for iteration in range(max_iter + 1):
-            g = problem.grad(z)
-            evaluations += 1
-            bound = _norms(g) / mu
-            if callback is not None:
-                callback(iteration, z, bound)
-            if bool((bound <= eps).all()) or iteration == max_iter:
-                break
-            h_z = problem.value(z)
-            g2 = _norms(g) ** 2
-            # The decrease test is only informative while the predicted decrease exceeds the rounding of h; below
-            # that, L is kept as it is (adapting it to rounding noise would shrink it until the iteration diverges).
-            informative = g2 / (2 * L) > 1e-9 * h_z.abs().clamp_min(1e-300)
-            while True:  # backtracking on L, per sample
-                x_new = z - g / L.view(shape)
-                ok = ~informative | (problem.value(x_new) <= h_z - g2 / (2 * L))
-                evaluations += 1
-                if bool(ok.all()):
-                    break
-                L = torch.where(ok, L, 2 * L)
-                informative = informative & (g2 / (2 * L) > 1e-9 * h_z.abs().clamp_min(1e-300))
-            beta = (L.sqrt() - mu ** 0.5) / (L.sqrt() + mu ** 0.5)
-            x_prev, x = x, x_new
-            z = x + beta.view(shape) * (x - x_prev)
-            L = torch.where(informative, (0.9 * L).clamp_min(mu), L)
-            bar.update(1)
-        bar.close()
-    return LowerLevelResult(z, bound, iteration, evaluations, bool((bound <= eps).all()), L)
+    little), while that condition is above the rounding of h; then L stays fixed. Runs on the library's loop
+    (under torch.no_grad, a `ConvergenceWarning` when max_iter runs out first); callback(iteration, z,
+    error_bound) is called after each iteration."""
+    loop_callback = None if callback is None else (lambda i, state, metrics: callback(i, state["z"], state["bound"]))
+    solver = LowerLevelSolver(problem, eps, lipschitz=lipschitz, max_iter=max_iter, progress=progress,
+                              callback=loop_callback)
+    return solver.run(x0, warn=warn)

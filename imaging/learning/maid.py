@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from imaging import linalg
-from imaging._progress import progress_bar
 from imaging.learning.lower_level import accelerated_gradient
+from imaging.solvers.base import IterativeSolver, Result
 
 
 class BilevelProblem:
@@ -128,19 +128,14 @@ def hypergradient(problem: BilevelProblem, theta: torch.Tensor, x0: torch.Tensor
 
 
 @dataclass
-class BilevelResult:
-    """θ, the lower-level solution at θ, and the history: per accepted step the upper loss, the cumulated
-    lower-level + CG iterations, ε, δ, the step size, and θ itself (`thetas`)."""
+class BilevelResult(Result):
+    """The library's `Result` of bilevel learning: θ, x the lower-level solution at θ, and the history: the upper
+    loss, the cumulated lower-level + CG iterations (`cost`), ε, δ and the step size, first at θ0 and then per
+    accepted step, with θ itself in `thetas` (θ0 first); `iterations`, and `converged` when stationarity was
+    certified (MAID) — HOAG has no certificate and runs its schedule."""
 
-    theta: torch.Tensor
-    x: torch.Tensor
-    history: dict[str, list[float]] = field(default_factory=dict)
+    theta: torch.Tensor | None = None
     thetas: list[torch.Tensor] = field(default_factory=list)  # θ after each accepted step (θ0 first)
-
-
-def _record(history, **values) -> None:
-    for key, value in values.items():
-        history.setdefault(key, []).append(float(value))
 
 
 def check_theta(problem: BilevelProblem, theta0: object, who: str) -> None:
@@ -155,42 +150,55 @@ def check_theta(problem: BilevelProblem, theta0: object, who: str) -> None:
                          f"got {theta0.numel()}")
 
 
-def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, delta0: float = 1e-1,
-         step0: float = 1e-1, eta: float = 1e-4, shrink: float = 0.5, backtrack: float = 0.5, relax: float = 1.05,
-         step_growth: float = 10 / 9, max_iter: int = 100, budget: int = 10 ** 6, max_backtracks: int = 10,
-         max_refinements: int = 30, tol: float = 1e-8, progress: bool = False) -> BilevelResult:
-    """MAID from θ0: returns the last accepted θ and the history (see the module docstring for the rules). Stops
-    after max_iter accepted steps, when the budget of lower-level + CG iterations is spent, or when stationarity is
-    certified: ‖∇f(θ)‖ ≤ ‖z‖ + ω ≤ tol."""
-    check_theta(problem, theta0, "maid")
-    theta = theta0.detach().clone()
-    eps, delta, step = eps0, delta0, step0
-    with torch.no_grad():
-        x = problem.initial_x(theta)
-    q = None
-    cost = 0
-    history: dict[str, list[float]] = {}
-    upper = float(problem.upper(solve_lower(problem, theta, x, eps).x))
-    _record(history, upper=upper, cost=cost, eps=eps, delta=delta, step=step)
-    thetas = [theta.clone()]
-    bar = progress_bar(total=max_iter, desc="MAID", enabled=progress)
-    for _ in range(max_iter):
+class MAID(IterativeSolver):
+    """MAID on the library's loop: one iteration is one accepted step (after its accuracy refinements and line
+    search); residual = ‖z‖ + ω, the certified bound on ‖∇f(θ)‖, converged when ≤ tol. See `maid`."""
+
+    name = "MAID"
+
+    def __init__(self, problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, delta0: float = 1e-1,
+                 step0: float = 1e-1, eta: float = 1e-4, shrink: float = 0.5, backtrack: float = 0.5,
+                 relax: float = 1.05, step_growth: float = 10 / 9, max_iter: int = 100, budget: int = 10 ** 6,
+                 max_backtracks: int = 10, max_refinements: int = 30, tol: float = 1e-8, progress: bool = False,
+                 callback=None) -> None:
+        check_theta(problem, theta0, "maid")
+        self.owner = "maid"
+        super().__init__(max_iter=max_iter, tol=tol, progress=progress, callback=callback)
+        self.problem, self.theta0 = problem, theta0.detach().clone()
+        self.eps0, self.delta0, self.step0, self.eta, self.shrink = eps0, delta0, step0, eta, shrink
+        self.backtrack, self.relax, self.step_growth, self.budget = backtrack, relax, step_growth, budget
+        self.max_backtracks, self.max_refinements = max_backtracks, max_refinements
+
+    def init(self, x0: torch.Tensor | None) -> dict:
+        theta = self.theta0.clone()
+        x = self.problem.initial_x(theta) if x0 is None else x0
+        upper = float(self.problem.upper(solve_lower(self.problem, theta, x, self.eps0).x))
+        return {"theta": theta, "x": x, "q": None, "cost": 0, "eps": self.eps0, "delta": self.delta0,
+                "step": self.step0, "thetas": [theta.clone()], "stop": None,
+                "start": {"upper": upper, "cost": 0.0, "eps": self.eps0, "delta": self.delta0, "step": self.step0}}
+
+    def initial_metrics(self, state: dict) -> dict:
+        return state["start"]
+
+    def step(self, state: dict):
+        problem, eta, shrink = self.problem, self.eta, self.shrink
+        theta, x, q, cost, eps, delta, step = (state[k] for k in ("theta", "x", "q", "cost", "eps", "delta", "step"))
         accepted = False
-        for _attempt in range(max_backtracks):
-            for _refine in range(max_refinements):  # accuracy refinement until z is a certified descent direction
+        for attempt in range(self.max_backtracks):
+            for _refine in range(self.max_refinements):  # accuracy refinement until z is a certified descent direction
                 hyper = hypergradient(problem, theta, x, eps, delta, q)
                 cost += hyper.cost
                 z_norm = float(torch.linalg.vector_norm(hyper.z))
-                if hyper.bound <= (1 - eta) * z_norm or z_norm + hyper.bound <= tol:
+                if hyper.bound <= (1 - eta) * z_norm or z_norm + hyper.bound <= self.tol:
                     break
                 eps, delta = eps * shrink, delta * shrink
             x, q = hyper.x, hyper.q
-            if z_norm + hyper.bound <= tol:
+            if z_norm + hyper.bound <= self.tol:
                 break
             g_here = float(problem.upper(x))
             lower_bound = g_here - float(torch.linalg.vector_norm(problem.upper_grad(x))) * eps
-            for i in range(max_backtracks + _attempt):
-                a = step * backtrack ** i
+            for i in range(self.max_backtracks + attempt):
+                a = step * self.backtrack ** i
                 candidate = theta - a * hyper.z
                 solved = solve_lower(problem, candidate, x, eps)
                 cost += solved.evaluations
@@ -200,52 +208,107 @@ def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, d
                 if upper_bound - lower_bound <= -a * eta ** 2 * z_norm ** 2:
                     theta, x, step, accepted = candidate, solved.x, a, True
                     break
-            if accepted or cost >= budget:
+            if accepted or cost >= self.budget:
                 break
             eps, delta = eps * shrink, delta * shrink  # failed line search: more accuracy, then retry
+        metrics = {"residual": z_norm + hyper.bound}
         if accepted:
-            eps, delta, step = eps * relax, delta * relax, step * step_growth
-            _record(history, upper=g_new, cost=cost, eps=eps, delta=delta, step=step)
-            thetas.append(theta.clone())
-            bar.update(1)
-        if cost >= budget or not accepted or z_norm + hyper.bound <= tol:
-            break
-    bar.close()
-    return BilevelResult(theta, x, history, thetas)
+            eps, delta, step = eps * self.relax, delta * self.relax, step * self.step_growth
+            metrics.update(upper=g_new, cost=float(cost), eps=eps, delta=delta, step=step)
+            state["thetas"].append(theta.clone())
+        state.update(theta=theta, x=x, q=q, cost=cost, eps=eps, delta=delta, step=step)
+        if cost >= self.budget:
+            state["stop"] = f"the budget of {self.budget} lower-level + CG iterations is spent"
+        elif not accepted and metrics["residual"] > self.tol:
+            state["stop"] = (f"no step was accepted after {self.max_backtracks} line searches (certified "
+                             f"‖∇f‖ bound {metrics['residual']:.3g} > tol {self.tol:g})")
+        return state, metrics
+
+    def should_stop(self, state: dict) -> str | None:
+        return state["stop"]
+
+    def estimate(self, state: dict) -> torch.Tensor:
+        return state["x"]
+
+    def finish(self, result: Result, state: dict) -> BilevelResult:
+        return BilevelResult(x=result.x, history=result.history, iterations=result.iterations,
+                             converged=result.converged, theta=state["theta"], thetas=state["thetas"])
+
+
+class HOAG(IterativeSolver):
+    """The HOAG-style baseline on the library's loop (see `hoag`); no stationarity certificate: it runs max_iter
+    steps or until the budget is spent, and reports converged=True when its schedule is done."""
+
+    name = "HOAG"
+    SCHEDULES = ("geometric", "quadratic", "cubic")
+
+    def __init__(self, problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1,
+                 schedule: str = "geometric", step0: float = 1e-1, max_iter: int = 100, budget: int = 10 ** 6,
+                 progress: bool = False, callback=None) -> None:
+        if schedule not in self.SCHEDULES:
+            raise ValueError(f"hoag: argument 'schedule' must be one of {sorted(self.SCHEDULES)}, got {schedule!r}")
+        check_theta(problem, theta0, "hoag")
+        self.owner = "hoag"
+        super().__init__(max_iter=max_iter, tol=0.0, progress=progress, callback=callback)
+        self.name = f"HOAG ({schedule})"
+        self.problem, self.theta0, self.eps0, self.schedule = problem, theta0.detach().clone(), eps0, schedule
+        self.step0, self.budget = step0, budget
+
+    def accuracy(self, k: int) -> float:
+        """ε_k = δ_k: ε0·0.9^k, ε0/(k+1)² or ε0/(k+1)³."""
+        return {"geometric": self.eps0 * 0.9 ** k, "quadratic": self.eps0 / (k + 1) ** 2,
+                "cubic": self.eps0 / (k + 1) ** 3}[self.schedule]
+
+    def init(self, x0: torch.Tensor | None) -> dict:
+        theta = self.theta0.clone()
+        return {"theta": theta, "x": self.problem.initial_x(theta) if x0 is None else x0, "q": None, "cost": 0,
+                "L": 1 / self.step0, "previous": None, "k": 0, "thetas": []}
+
+    def step(self, state: dict):
+        eps = self.accuracy(state["k"])
+        hyper = hypergradient(self.problem, state["theta"], state["x"], eps, eps, state["q"])
+        state["cost"] += hyper.cost
+        loss = float(self.problem.upper(hyper.x))
+        metrics = {"upper": loss, "cost": float(state["cost"]), "eps": eps, "delta": eps, "step": 1 / state["L"]}
+        state["thetas"].append(state["theta"].clone())
+        if state["previous"] is not None:
+            state["L"] = state["L"] * 2 if loss > 1.2 * state["previous"] else state["L"] * 0.95
+        state.update(x=hyper.x, q=hyper.q, previous=loss, k=state["k"] + 1, theta=state["theta"] - hyper.z / state["L"])
+        return state, metrics
+
+    def should_stop(self, state: dict) -> str | None:
+        # the budget ends HOAG's schedule early; final_check reports the schedule as done (no certificate to miss)
+        return f"the budget of {self.budget} iterations is spent" if state["cost"] >= self.budget else None
+
+    def final_check(self, state: dict, metrics: dict) -> tuple[bool, str]:
+        return True, ""
+
+    def estimate(self, state: dict) -> torch.Tensor:
+        return state["x"]
+
+    def finish(self, result: Result, state: dict) -> BilevelResult:
+        return BilevelResult(x=result.x, history=result.history, iterations=result.iterations,
+                             converged=result.converged, theta=state["theta"], thetas=state["thetas"])
+
+
+def maid(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, delta0: float = 1e-1,
+         step0: float = 1e-1, eta: float = 1e-4, shrink: float = 0.5, backtrack: float = 0.5, relax: float = 1.05,
+         step_growth: float = 10 / 9, max_iter: int = 100, budget: int = 10 ** 6, max_backtracks: int = 10,
+         max_refinements: int = 30, tol: float = 1e-8, progress: bool = False, callback=None) -> BilevelResult:
+    """MAID from θ0: returns the last accepted θ and the history (see the module docstring for the rules). Stops
+    after max_iter accepted steps, when the budget of lower-level + CG iterations is spent, or when stationarity is
+    certified: ‖∇f(θ)‖ ≤ ‖z‖ + ω ≤ tol (`converged`; otherwise a `ConvergenceWarning` says why it stopped)."""
+    return MAID(problem, theta0, eps0=eps0, delta0=delta0, step0=step0, eta=eta, shrink=shrink, backtrack=backtrack,
+                relax=relax, step_growth=step_growth, max_iter=max_iter, budget=budget, max_backtracks=max_backtracks,
+                max_refinements=max_refinements, tol=tol, progress=progress, callback=callback).run()
 
 
 def hoag(problem: BilevelProblem, theta0: torch.Tensor, *, eps0: float = 1e-1, schedule: str = "geometric",
-         step0: float = 1e-1, max_iter: int = 100, budget: int = 10 ** 6, progress: bool = False) -> BilevelResult:
+         step0: float = 1e-1, max_iter: int = 100, budget: int = 10 ** 6, progress: bool = False,
+         callback=None) -> BilevelResult:
     """HOAG-style baseline (Pedregosa 2016): accuracies from an a-priori schedule ε_k = δ_k ("geometric": ε0·0.9^k,
     "quadratic": ε0/(k+1)², "cubic": ε0/(k+1)³), step 1/L with L × 0.95 after a decrease and × 2 after an
     increase of the upper loss by more than 20 %."""
-    schedules = {"geometric": lambda k: eps0 * 0.9 ** k, "quadratic": lambda k: eps0 / (k + 1) ** 2,
-                 "cubic": lambda k: eps0 / (k + 1) ** 3}
-    if schedule not in schedules:
-        raise ValueError(f"hoag: argument 'schedule' must be one of {sorted(schedules)}, got {schedule!r}")
-    check_theta(problem, theta0, "hoag")
-    theta = theta0.detach().clone()
-    with torch.no_grad():
-        x = problem.initial_x(theta)
-    q, cost, L = None, 0, 1 / step0
-    history: dict[str, list[float]] = {}
-    thetas = []
-    previous = None
-    bar = progress_bar(total=max_iter, desc=f"HOAG ({schedule})", enabled=progress)
-    for k in range(max_iter):
-        eps = schedules[schedule](k)
-        hyper = hypergradient(problem, theta, x, eps, eps, q)
-        cost += hyper.cost
-        x, q = hyper.x, hyper.q
-        loss = float(problem.upper(x))
-        _record(history, upper=loss, cost=cost, eps=eps, delta=eps, step=1 / L)
-        thetas.append(theta.clone())
-        if previous is not None:
-            L = L * 2 if loss > 1.2 * previous else L * 0.95
-        previous = loss
-        theta = theta - hyper.z / L
-        bar.update(1)
-        if cost >= budget:
-            break
-    bar.close()
-    return BilevelResult(theta, x, history, thetas)
+    solver = HOAG(problem, theta0, eps0=eps0, schedule=schedule, step0=step0, max_iter=max_iter, budget=budget,
+                  progress=progress, callback=callback)
+    return solver.run()

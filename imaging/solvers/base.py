@@ -175,6 +175,20 @@ class IterativeSolver:
         last iteration; None (default) keeps the `residual <= tol` rule."""
         return None
 
+    def initial_metrics(self, state: Any) -> dict[str, float] | None:
+        """Metrics of the starting point, recorded as the history's first entry (None, default: not recorded).
+        A "residual" <= tol there means the start already meets the stopping rule: no step is taken."""
+        return None
+
+    def should_stop(self, state: Any) -> str | None:
+        """Why the solver cannot go on (e.g. a budget spent, a failed line search), checked after each step; None
+        (default) lets it continue. A stop for a reason is not convergence: a `ConvergenceWarning` names it."""
+        return None
+
+    def finish(self, result: Result, state: Any) -> Result:
+        """The returned result, from the loop's `Result` and the last state (solvers with more fields override)."""
+        return result
+
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         """Solvers that take lam="auto" override this: solve for a few λ and keep one (see parameter_choice)."""
         raise NotImplementedError
@@ -183,12 +197,16 @@ class IterativeSolver:
         if getattr(self, "parameter_rule", None) is not None:
             return self.search_parameter(x0)
         history: dict[str, list[float]] = {}
-        converged, stop, metrics = False, False, {}
+        converged, stop, metrics, reason = False, False, {}, None
         n_iter = 0
         with torch.no_grad():
             state = self.init(x0)
+            start = self.initial_metrics(state)
+            for key, value in (start or {}).items():
+                history.setdefault(key, []).append(value)
+            converged = start is not None and start.get("residual", math.inf) <= self.tol
             watch = _BlowUpWatch()
-            bar = progress_bar(range(self.max_iter), desc=self.name, enabled=self.progress)
+            bar = progress_bar(range(0 if converged else self.max_iter), desc=self.name, enabled=self.progress)
             for _ in bar:
                 previous = state
                 state, metrics = self.step(state)
@@ -209,15 +227,19 @@ class IterativeSolver:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
                 stop = self.callback(n_iter, state, metrics) if self.callback is not None else False
                 converged = metrics.get("residual", math.inf) <= self.tol
-                if converged or stop:
+                reason = None if converged or stop else self.should_stop(state)
+                if converged or stop or reason:
                     break
             bar.close()
             reached = f"residual {history['residual'][-1]:.3g} > tol {self.tol:g}" if history.get("residual") else ""
             check = self.final_check(state, metrics) if n_iter > 0 else None
             if check is not None:
                 converged, reached = check
-            if not converged and not stop and warn and self.max_iter > 0:
+            if not converged and not stop and warn and reason:
+                warnings.warn(f"{self.name}: stopped before its stopping rule was met: {reason}", ConvergenceWarning,
+                              stacklevel=2)
+            elif not converged and not stop and warn and self.max_iter > 0:
                 warnings.warn(f"{self.name}: stopped by max_iter={self.max_iter} before its stopping rule was met: "
                               f"{reached}", ConvergenceWarning, stacklevel=2)
         LOGGER.debug("%s: %d iterations, converged=%s", self.name, n_iter, converged)
-        return Result(self.estimate(state), history, n_iter, converged)
+        return self.finish(Result(self.estimate(state), history, n_iter, converged), state)
