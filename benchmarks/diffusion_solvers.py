@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import imaging
-from _tasks import SmearAndSubsample, held_out
+from _tasks import SHARED, SmearAndSubsample, held_out
 from _timing import PeakMemory
 from imaging.metrics import psnr, ssim
 from imaging.operators import Blur, Downsampling, GaussianNoise, Inpainting, StructuredCompressedSensing, gaussian_kernel
@@ -62,24 +62,56 @@ def operator(task: str, size: int):
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
 
 
-def methods(dps_full: bool) -> dict:
+# One setting per method for every task (given σ). The published settings of each paper, and (*) the settings
+# chosen by `--tune` on train400 crops (never on the benchmark's pictures) for the methods whose published setting
+# was made for another noise level or budget.
+SETTINGS = {"RED-Diff": {"steps": 100, "lr": 0.5}, "FLAIR-DDPM": {"steps": 100, "lam": 0.1},
+            "DiffPIR": {"steps": 100, "lam": 1.0, "zeta": 0.1}, "DDRM": {"steps": 20}, "DDRM-100": {"steps": 100},
+            "DPS-100": {"steps": 100, "scale": 3.0}, "DPS-1000": {"steps": 1000, "scale": 0.3},
+            "DiffPIR*": {"steps": 100, "lam": 1.0, "zeta": 0.5}, "DPS-100*": {"steps": 100, "scale": 3.0}}
+GRIDS = {"DiffPIR*": {"zeta": [0.1, 0.3, 0.5, 1.0]}, "DPS-100*": {"scale": [1.0, 3.0, 10.0]}}
+TUNE_TASKS = ("deblur", "sr4", "inpaint_random", "cs30")
+
+
+def methods(dps_full: bool, settings: dict | None = None) -> dict:
     """name -> (run(A, y, σ) -> x, network evaluations, backward passes)."""
     from imaging.priors import DiffusionPrior, FlowPrior
     from imaging.solvers import DDRM, DPS, DiffPIR, Flair, RedDiff
 
     ddpm = DiffusionPrior.pretrained("natural")
     flow = FlowPrior.from_diffusion(ddpm)
-    table = {
-        "RED-Diff": (lambda A, y, s: RedDiff(A, y, ddpm, steps=100, lr=0.5, noise_level=s, seed=0).run().x, 100, 0),
-        "FLAIR-DDPM": (lambda A, y, s: Flair(A, y, flow, steps=100, lam=0.1, noise_level=s, seed=0).run().x, 100, 0),
-        "DiffPIR": (lambda A, y, s: DiffPIR(A, y, ddpm, noise_level=s, steps=100, seed=0).run().x, 100, 0),
-        "DDRM": (lambda A, y, s: DDRM(A, y, ddpm, noise_level=s, steps=20, seed=0).run().x, 20, 0),
-        "DDRM-100": (lambda A, y, s: DDRM(A, y, ddpm, noise_level=s, steps=100, seed=0).run().x, 100, 0),
-        "DPS-100": (lambda A, y, s: DPS(A, y, ddpm, steps=100, scale=3.0, noise_level=s, seed=0).run().x, 100, 100)}
-    if dps_full:
-        table["DPS-1000"] = (lambda A, y, s: DPS(A, y, ddpm, steps=1000, scale=0.3, noise_level=s, seed=0).run().x,
-                             1000, 1000)
+    settings = {**SETTINGS, **(settings or {})}
+    kinds = {"RED-Diff": (lambda A, y, s, o: RedDiff(A, y, ddpm, noise_level=s, seed=0, **o), 0),
+             "FLAIR-DDPM": (lambda A, y, s, o: Flair(A, y, flow, noise_level=s, seed=0, **o), 0),
+             "DiffPIR": (lambda A, y, s, o: DiffPIR(A, y, ddpm, noise_level=s, seed=0, **o), 0),
+             "DDRM": (lambda A, y, s, o: DDRM(A, y, ddpm, noise_level=s, seed=0, **o), 0),
+             "DPS": (lambda A, y, s, o: DPS(A, y, ddpm, noise_level=s, seed=0, **o), 1)}
+    table = {}
+    for name, options in settings.items():
+        if name == "DPS-1000" and not dps_full:
+            continue
+        make, backward = kinds[next(kind for kind in kinds if name.startswith(kind))]
+        table[name] = (lambda A, y, s, make=make, options=options: make(A, y, s, options).run().x, options["steps"],
+                       backward * options["steps"])
     return table
+
+
+def tune(data: str, size: int, count: int, noises) -> None:
+    """Grid-search the starred methods' settings on train400 crops (mean PSNR over TUNE_TASKS and the noises)."""
+    from _tasks import training_crops
+
+    crops = training_crops(data, size, count)
+    print(f"tuning on {len(crops)} crops of {data}, tasks {TUNE_TASKS}, noises {noises}")
+    for name, grid in GRIDS.items():
+        scores = {}
+        for value in next(iter(grid.values())):
+            setting = {**SETTINGS[name], next(iter(grid)): value}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", imaging.ConvergenceWarning)
+                table = run(crops, TUNE_TASKS, noises, methods(False, {name: setting}), only=name)
+            scores[value] = np.mean([row[name]["psnr"] for row in table.values()])
+            print(f"  {name} {setting}: {scores[value]:.2f} dB", flush=True)
+        print(f"{name}: best {next(iter(grid))} = {max(scores, key=scores.get)}")
 
 
 def tv_oracle(A, y, truth):
@@ -92,15 +124,18 @@ def tv_oracle(A, y, truth):
     return best[1]
 
 
-def run(truth: torch.Tensor, tasks, noises, runs: dict) -> dict:
+def run(truth: torch.Tensor, tasks, noises, runs: dict, only: str | None = None) -> dict:
+    """Per task and σ, each method's PSNR / SSIM / time / NFE / memory (only: that method, without TV)."""
+    if only is not None:
+        runs = {only: runs[only]}
     table = {}
     for task in tasks:
         A = operator(task, truth.shape[-1])
         for sigma in noises:
             y = GaussianNoise(sigma)(A(truth), generator=torch.Generator().manual_seed(0))
             row = {}
-            for name, (solve, nfe, backward) in {"TV (oracle λ)": (lambda A, y, s: tv_oracle(A, y, truth), 0, 0),
-                                                 **runs}.items():
+            reference = {} if only else {"TV (oracle λ)": (lambda A, y, s: tv_oracle(A, y, truth), 0, 0)}
+            for name, (solve, nfe, backward) in {**reference, **runs}.items():
                 start = time.perf_counter()
                 try:
                     with PeakMemory("cpu") as memory:
@@ -135,7 +170,7 @@ def report(table: dict, names: list[str]) -> dict:
         print(f"| {n} | {s['psnr']:.2f} dB ({s['tasks']} tasks) | {s['ssim']:.3f} | {s['seconds_per_image']:.2f} | "
               f"{s['nfe']} | {s['backward']} | {s['peak_mib']:.0f} |")
     for ours in ("RED-Diff", "FLAIR-DDPM"):
-        for other in ("DPS-100", "DPS-1000", "DiffPIR"):
+        for other in ("DPS-100", "DPS-1000", "DiffPIR", "DPS-100*", "DiffPIR*"):
             if ours in names and other in names:
                 pairs = [(row[ours]["psnr"], row[other]["psnr"]) for row in table.values()
                          if "psnr" in row[ours] and "psnr" in row[other]]
@@ -174,11 +209,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="a subset of the methods (default: all)")
     parser.add_argument("--dps-full", action="store_true", help="also DPS with the paper's 1000 steps")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tune", action="store_true", help="grid-search the starred settings on training crops")
+    parser.add_argument("--data", default=str(SHARED / "train400"), help="training folder for --tune")
     parser.add_argument("--json", default="out/diffusion_solvers.json")
     parser.add_argument("--figure", default="out/diffusion_solvers.png")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tune:
+        tune(args.data, args.size, args.images, args.noises)
+        return
     runs = {n: r for n, r in methods(args.dps_full).items() if args.methods is None or n in args.methods}
     truth = held_out(args.size, args.images)
     try:
