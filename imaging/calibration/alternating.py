@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, History, back_projection, check_measurements,
-                                        expand_truth, loss_of)
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection,
+                                        check_measurements, expand_truth, loss_of)
 from imaging.calibration.sensing import GainSensing
 from imaging.linalg import conjugate_gradient
 
@@ -48,39 +48,69 @@ def uncalibrated(sensing: GainSensing, y: torch.Tensor, *, max_iter: int = 200, 
     return history.result(xi, ones, 1, torch.ones(B, dtype=torch.bool, device=y.device))
 
 
+class Alternating(CalibrationSolver):
+    """Alternating minimisation on the library's loop (see `alternating`): a step is one outer iteration."""
+
+    name = "alternating"
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, *, max_iter: int = 200, cg_steps: int = 3,
+                 tol: float | None = None, x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
+                 progress: bool = False, callback=None) -> None:
+        owner = "calibration.alternating"
+        super().__init__(sensing, y, owner, max_iter=max_iter, steps=max_iter, x_true=x_true, gains_true=gains_true,
+                         progress=progress, callback=callback)
+        if cg_steps < 1:
+            raise ValueError(f"{owner}: argument 'cg_steps' must be >= 1, got {cg_steps}")
+        self.cg_steps = cg_steps
+        self.tol_loss = tol if tol is not None else (1e-7 if y.real.dtype == torch.float64 else 1e-5)
+
+    def init(self, x0):
+        if x0 is not None:
+            raise ValueError("calibration.alternating: starts from the back projection; argument 'x0' is not used")
+        y = self.y
+        B, p, m = y.shape
+        xi = back_projection(self.sensing, y)
+        gam = torch.ones(B, m, dtype=y.dtype, device=y.device)
+        u = self.sensing.sense(xi)
+        f = loss_of(u - y)
+        self.history.record(xi, gam, f, 2)
+        return {"xi": xi, "gam": gam, "u": u, "f": f, "f0": f, "passes": 2, "iterations": 0,
+                "converged": torch.zeros(B, dtype=torch.bool, device=y.device)}
+
+    def step(self, state):
+        y, real_dtype = self.y, self.y.real.dtype
+        u, gam = state["u"], state["gam"]
+        energy = (u.abs() ** 2).sum(1)
+        gam = torch.where(energy > 0, (u.conj() * y).sum(1) / energy.clamp_min(1e-300), gam)
+        gam = gam / gam.mean(1, keepdim=True)
+        weights = (gam.abs() ** 2).to(real_dtype)
+        xi, u, used = image_cg(self.sensing, state["xi"], weights, gam.conj()[:, None, :] * y, self.cg_steps)
+        f, f_new = state["f"], loss_of(gam[:, None, :] * u - y)
+        floor = (100 * torch.finfo(real_dtype).eps) ** 2 * state["f0"]
+        state["converged"] |= ((f - f_new).abs() <= self.tol_loss ** 2 * f) | (f_new <= floor)
+        state.update(xi=xi, gam=gam, u=u, f=f_new, passes=state["passes"] + used,
+                     iterations=state["iterations"] + 1)
+        self.history.record(xi, gam, f_new, state["passes"])
+        return state, self.step_metrics(f_new)
+
+    def stopped(self, state) -> torch.Tensor:
+        return state["converged"]
+
+    def converged(self, state) -> torch.Tensor:
+        return state["converged"]
+
+    def iterate(self, state):
+        return state["xi"], state["gam"]
+
+    def iterations(self, state) -> int:
+        return state["iterations"]
+
+
 def alternating(sensing: GainSensing, y: torch.Tensor, *, max_iter: int = 200, cg_steps: int = 3,
                 tol: float | None = None, x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
-                progress: bool = False) -> CalibrationResult:
+                progress: bool = False, callback=None, warn: bool = True) -> CalibrationResult:
     """Alternating minimisation from ξ₀ = (1/mp) Σ_l A_lᴴ y_l; stops after max_iter outer iterations, or when the
-    loss stops decreasing (relative change < tol², default tol 1e-7 in float64, 1e-5 in float32)."""
-    owner = "calibration.alternating"
-    check_measurements(sensing, y, owner)
-    if cg_steps < 1:
-        raise ValueError(f"{owner}: argument 'cg_steps' must be >= 1, got {cg_steps}")
-    B, p, m = y.shape
-    real_dtype = y.real.dtype
-    tol = tol if tol is not None else (1e-7 if real_dtype == torch.float64 else 1e-5)
-    history = History(expand_truth(x_true, B), expand_truth(gains_true, B), max_iter, progress, "alternating")
-    with torch.no_grad():
-        xi = back_projection(sensing, y)
-        gam = torch.ones(B, m, dtype=y.dtype, device=y.device)
-        u = sensing.sense(xi)
-        passes = 2
-        f = f0 = loss_of(u - y)
-        history.record(xi, gam, f, passes)
-        converged = torch.zeros(B, dtype=torch.bool, device=y.device)
-        iteration = 0
-        for iteration in range(1, max_iter + 1):
-            energy = (u.abs() ** 2).sum(1)
-            gam = torch.where(energy > 0, (u.conj() * y).sum(1) / energy.clamp_min(1e-300), gam)
-            gam = gam / gam.mean(1, keepdim=True)
-            weights = (gam.abs() ** 2).to(real_dtype)
-            xi, u, used = image_cg(sensing, xi, weights, gam.conj()[:, None, :] * y, cg_steps)
-            passes += used
-            f_new = loss_of(gam[:, None, :] * u - y)
-            converged |= ((f - f_new).abs() <= tol ** 2 * f) | (f_new <= (100 * torch.finfo(real_dtype).eps) ** 2 * f0)
-            f = f_new
-            history.record(xi, gam, f, passes)
-            if bool(converged.all()):
-                break
-    return history.result(xi, gam, iteration, converged)
+    loss stops decreasing (relative change < tol², default tol 1e-7 in float64, 1e-5 in float32). Runs on the
+    library's loop (`Alternating`): a `ConvergenceWarning` when a problem has not converged."""
+    return Alternating(sensing, y, max_iter=max_iter, cg_steps=cg_steps, tol=tol, x_true=x_true,
+                       gains_true=gains_true, progress=progress, callback=callback).run(warn=warn)

@@ -7,7 +7,7 @@ import torch
 
 from imaging._progress import progress_bar
 from imaging.calibration.sensing import GainSensing
-from imaging.solvers.base import Result
+from imaging.solvers.base import IterativeSolver, Result
 
 
 @dataclass
@@ -149,6 +149,48 @@ class History:
                                      f"extreme scale (e.g. normalise A and y)")
         history = {key: torch.stack(values).cpu() for key, values in self.records.items()}
         return CalibrationResult(x=x, gains=gains, history=history, iterations=iterations, converged=converged)
+
+
+class CalibrationSolver(IterativeSolver):
+    """The iterative calibration solvers on the library's loop. A step is one iteration (or, on CUDA, a block of
+    iterations replayed from a CUDA graph); its records stay on the device in a `History` (no host synchronisation
+    per iteration); the loop stops when every problem has stopped (one synchronisation per step) or after
+    `max_iter` steps; `converged` is per problem. Subclasses implement init / step / `stopped(state)` (a (B,)
+    bool tensor: done or stalled), `converged(state)` ((B,) bool), `iterate(state)` -> (x, gains) and
+    `iterations(state)`."""
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, owner: str, *, max_iter: int, steps: int,
+                 x_true: torch.Tensor | None, gains_true: torch.Tensor | None, progress: bool, callback) -> None:
+        check_measurements(sensing, y, owner)
+        if not isinstance(max_iter, int) or max_iter < 0:
+            raise ValueError(f"{owner}: argument 'max_iter' must be an integer >= 0, got {max_iter!r}")
+        self.owner = owner
+        super().__init__(max_iter=steps, tol=0.0, progress=progress, callback=callback)
+        self.sensing, self.y, self.iteration_limit = sensing, y, max_iter
+        B = y.shape[0]
+        self.history = History(expand_truth(x_true, B), expand_truth(gains_true, B), max_iter, False, self.name)
+
+    def step_metrics(self, loss: torch.Tensor) -> dict[str, float]:
+        """The bar's loss when it is shown (a host synchronisation); nothing otherwise."""
+        return {"loss": float(loss.max())} if self.progress else {}
+
+    def should_stop(self, state) -> str | None:
+        return None if bool((~self.stopped(state)).any()) else "every problem stopped"
+
+    def final_check(self, state, metrics) -> tuple[bool, str]:
+        converged = self.converged(state)
+        done = int(converged.sum())
+        return done == converged.numel(), (f"{done} of {converged.numel()} problems converged within "
+                                           f"{self.iteration_limit} iterations")
+
+    def estimate(self, state) -> torch.Tensor:
+        return self.iterate(state)[0]
+
+    def finish(self, result: Result, state) -> "CalibrationResult":
+        iterations = self.iterations(state)
+        self.history.truncate(iterations + 1)
+        x, gains = self.iterate(state)
+        return self.history.result(x, gains, iterations, self.converged(state))
 
 
 def expand_truth(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:

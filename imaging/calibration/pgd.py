@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, History, back_projection, check_measurements, check_rho,
-                                        expand_truth, loss_of, project_gains)
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection, check_rho,
+                                        loss_of, project_gains)
 from imaging.calibration.sensing import GainSensing
 
 
@@ -137,71 +137,98 @@ def _capture(iteration: _Iteration, block: int):
     return graph, stacked, warm
 
 
+class PGD(CalibrationSolver):
+    """Projected gradient descent calibration on the library's loop (see `pgd`): a step is one iteration, or on
+    CUDA with `cuda_graph` a block of 10 replayed from a CUDA graph."""
+
+    name = "PGD"
+    block = 10
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, *, rho: float | None = 0.99, max_iter: int = 500,
+                 tol: float | None = None, line_search: bool = True, step: float = 0.5,
+                 image_basis: torch.Tensor | None = None, gain_basis: torch.Tensor | None = None,
+                 refresh_every: int = 50, cuda_graph: bool | None = None, x_true: torch.Tensor | None = None,
+                 gains_true: torch.Tensor | None = None, progress: bool = False, callback=None) -> None:
+        owner = "calibration.pgd"
+        self.use_graph = y.is_cuda if cuda_graph is None else cuda_graph
+        if self.use_graph and not y.is_cuda:
+            raise ValueError(f"{owner}: cuda_graph=True needs CUDA tensors, got {y.device}")
+        steps = (max_iter // self.block + max_iter % self.block) if self.use_graph and isinstance(max_iter, int) \
+            else max_iter
+        super().__init__(sensing, y, owner, max_iter=max_iter, steps=steps, x_true=x_true, gains_true=gains_true,
+                         progress=progress, callback=callback)
+        if gain_basis is None:
+            check_rho(rho, owner)
+        if refresh_every < 1:
+            raise ValueError(f"{owner}: argument 'refresh_every' must be >= 1, got {refresh_every}")
+        m = y.shape[2]
+        self.tol_pgd = tol if tol is not None else (1e-7 if y.real.dtype == torch.float64 else 1e-5)
+        Z = orthonormal_basis(image_basis, sensing.pixels, owner, "image_basis") if image_basis is not None else None
+        self.Z = Z.to(y.dtype) if Z is not None else None
+        self.Bg = (orthonormal_basis(gain_basis, m, owner, "gain_basis", remove_mean=True).to(y.dtype)
+                   if gain_basis is not None else None)
+        self.rho = None if self.Bg is not None else rho
+        self.line_search, self.step_size, self.refresh_every = line_search, step, refresh_every
+
+    def init(self, x0):
+        if x0 is not None:
+            raise ValueError("calibration.pgd: starts from the back projection; argument 'x0' is not used")
+        it = _Iteration(self.sensing, self.y, self.Z, self.Bg, self.rho, self.line_search, self.step_size,
+                        self.tol_pgd, self.history)
+        passes = [3]  # back projection + the first exact gradient
+        self.history.append(self.history.entries(it.xi, it.gam, it.f), passes)
+        return {"it": it, "passes": passes, "done": 0, "refreshed": 0, "graph": None}
+
+    def step(self, state):
+        it, passes, done = state["it"], state["passes"], state["done"]
+        if self.use_graph and self.iteration_limit - done >= self.block:  # whole blocks from the graph
+            if state["graph"] is None:
+                state["graph"], state["stacked"], records = _capture(it, self.block)
+            else:
+                state["graph"].replay()
+                records = {key: value.clone() for key, value in state["stacked"].items()}
+            count = self.block
+        else:
+            records, count = it(), 1
+        base = passes[-1]
+        passes.extend([base + k + 1 for k in range(count)])  # one pass per iteration
+        done += count
+        self.history.append(records, passes)
+        if done // self.refresh_every > state["refreshed"] and done < self.iteration_limit:
+            state["refreshed"] = done // self.refresh_every
+            it.refresh()
+            passes[-1] += 2
+        state["done"] = done
+        return state, self.step_metrics(it.f)
+
+    def stopped(self, state) -> torch.Tensor:
+        return ~state["it"].active
+
+    def converged(self, state) -> torch.Tensor:
+        return state["it"].converged
+
+    def iterate(self, state):
+        return state["it"].xi, state["it"].gam
+
+    def iterations(self, state) -> int:
+        return int(state["it"].iterations.max())
+
+
 def pgd(sensing: GainSensing, y: torch.Tensor, *, rho: float | None = 0.99, max_iter: int = 500,
         tol: float | None = None, line_search: bool = True, step: float = 0.5,
         image_basis: torch.Tensor | None = None, gain_basis: torch.Tensor | None = None,
         refresh_every: int = 50, cuda_graph: bool | None = None, x_true: torch.Tensor | None = None,
-        gains_true: torch.Tensor | None = None, progress: bool = False) -> CalibrationResult:
+        gains_true: torch.Tensor | None = None, progress: bool = False, callback=None,
+        warn: bool = True) -> CalibrationResult:
     """Projected gradient descent for y_l = diag(d) A_l x (batched: y (B, p, m)).
 
     rho: gains kept in [1 − ρ, 1 + ρ] (None: only mean 1; ignored with gain_basis). tol: stop when the relative
     step (μ_ξ‖∇_ξ f‖/‖ξ‖)² + (μ_γ‖h‖)²/m < tol² (default 1e-7 in float64, 1e-5 in float32), when f ≤ (100 ε)² f₀
     (ε: machine epsilon), or when f stops decreasing (relative change < 1e-10). line_search=False uses the fixed
     steps μ_ξ = step, μ_γ = step·m/‖ξ₀‖². cuda_graph (default: on CUDA tensors) replays blocks of 10 iterations from
-    a CUDA graph and checks convergence once per block. Returns gauge-normalised estimates and the history (see
+    a CUDA graph and checks convergence once per block. Runs on the library's loop (`PGD`): a `ConvergenceWarning`
+    when a problem has not converged. Returns gauge-normalised estimates and the history (see
     `CalibrationResult`)."""
-    owner = "calibration.pgd"
-    check_measurements(sensing, y, owner)
-    if gain_basis is None:
-        check_rho(rho, owner)
-    if max_iter < 0:
-        raise ValueError(f"{owner}: argument 'max_iter' must be >= 0, got {max_iter}")
-    if refresh_every < 1:
-        raise ValueError(f"{owner}: argument 'refresh_every' must be >= 1, got {refresh_every}")
-    B, p, m = y.shape
-    real_dtype = y.real.dtype
-    tol = tol if tol is not None else (1e-7 if real_dtype == torch.float64 else 1e-5)
-    Z = orthonormal_basis(image_basis, sensing.pixels, owner, "image_basis") if image_basis is not None else None
-    Bg = (orthonormal_basis(gain_basis, m, owner, "gain_basis", remove_mean=True).to(y.dtype)
-          if gain_basis is not None else None)
-    Z = Z.to(y.dtype) if Z is not None else None
-    history = History(expand_truth(x_true, B), expand_truth(gains_true, B), max_iter, progress, "PGD")
-    block = 10
-    use_graph = y.is_cuda if cuda_graph is None else cuda_graph
-    if use_graph and not y.is_cuda:
-        raise ValueError(f"{owner}: cuda_graph=True needs CUDA tensors, got {y.device}")
-
-    with torch.no_grad():
-        state = _Iteration(sensing, y, Z, Bg, None if Bg is not None else rho, line_search, step, tol, history)
-        passes = [3]  # back projection + the first exact gradient
-        history.append(history.entries(state.xi, state.gam, state.f), passes)
-
-        def count(iterations: int) -> None:
-            for _ in range(iterations):
-                passes.append(passes[-1] + 1)
-
-        done = refreshed = 0
-        graph = None
-        while done < max_iter:
-            if use_graph and max_iter - done >= block:  # whole blocks from the graph, the remainder eagerly
-                if graph is None:
-                    graph, stacked, records = _capture(state, block)
-                else:
-                    graph.replay()
-                    records = {key: value.clone() for key, value in stacked.items()}
-                count(block)
-                done += block
-            else:
-                records = state()
-                count(1)
-                done += 1
-            history.append(records, passes)
-            if done // refresh_every > refreshed and done < max_iter:
-                refreshed = done // refresh_every
-                state.refresh()
-                passes[-1] += 2
-            if not bool(state.active.any()):
-                break
-        iterations = int(state.iterations.max())
-        history.truncate(iterations + 1)
-    return history.result(state.xi, state.gam, iterations, state.converged)
+    return PGD(sensing, y, rho=rho, max_iter=max_iter, tol=tol, line_search=line_search, step=step,
+               image_basis=image_basis, gain_basis=gain_basis, refresh_every=refresh_every, cuda_graph=cuda_graph,
+               x_true=x_true, gains_true=gains_true, progress=progress, callback=callback).run(warn=warn)
