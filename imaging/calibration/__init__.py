@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from imaging.calibration.alternating import Alternating, alternating, image_cg, uncalibrated
-from imaging.calibration.common import CalibrationResult, CalibrationSolver, back_projection, fix_gauge, project_gains, relative_error
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, back_projection, fix_gauge, project_gains,
+                                        relative_error)
 from imaging.calibration.least_squares import least_squares, spectral
 from imaging.calibration.pgd import PGD, pgd
 from imaging.calibration.sensing import DenseGainSensing, GainSensing, RandomMaskDCTSensing
@@ -40,6 +41,7 @@ def calibrate(y: torch.Tensor, A: torch.Tensor | GainSensing, method: str = "pgd
     return result.squeeze() if single else result
 
 
-__all__ = ["calibrate", "CalibrationResult", "CalibrationSolver", "PGD", "Alternating", "GainSensing", "DenseGainSensing", "RandomMaskDCTSensing", "pgd",
+__all__ = ["calibrate", "CalibrationResult", "CalibrationSolver", "PGD", "Alternating", "GainSensing", "DenseGainSensing",
+           "RandomMaskDCTSensing", "pgd",
            "least_squares", "spectral", "alternating", "uncalibrated", "image_cg", "project_gains", "fix_gauge",
            "relative_error", "back_projection", "METHODS"]
