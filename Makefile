@@ -36,7 +36,7 @@ $(VENV)/.deps-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile bm3d hypothesis \
+	$(PY) -m pip install -q ninja pybind11 pytest numpy scipy scikit-image scikit-learn matplotlib tqdm safetensors "diffusers>=0.31" "accelerate>=0.30" imageio tifffile click bm3d hypothesis \
 		"mkdocs-material>=9.5" "mkdocstrings[python]>=0.25"
 	rm -f $(VENV)/.deps-* $(VENV)/.built*
 	touch $@

@@ -184,6 +184,66 @@ def read_image(path: str, channels: int | None = 1, dtype: torch.dtype = torch.f
     return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
 
 
+def save_text_atomically(path, text: str) -> None:
+    """Write a text file atomically (a temporary file in the same folder, then a rename)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_image(path, image: torch.Tensor, *, overwrite: bool = False) -> None:
+    """Write one image (C, H, W) or (H, W) atomically (a temporary file in the same folder, then a rename: an
+    interruption leaves no partial file). By suffix: PNG, 8-bit (values clipped to [0, 1]; 16-bit with
+    ".16.png"), TIFF float32 and NPY (the values as they are, complex included). An existing file is an error
+    unless `overwrite`."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".tif", ".tiff", ".npy"):
+        raise ValueError(f"write_image: {str(path)!r} must end with .png, .tif, .tiff or .npy")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"write_image: {str(path)!r} exists (pass overwrite=True to replace it)")
+    array = image.detach().cpu().numpy()
+    if array.ndim == 3 and suffix != ".npy":
+        array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=suffix)
+    os.close(handle)
+    try:
+        if suffix == ".npy":
+            np.save(temporary, array, allow_pickle=False)
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(temporary, array.astype(np.float32))
+        else:
+            import imageio.v3 as iio
+
+            deep = path.name.lower().endswith(".16.png")
+            scale, kind = (65535, np.uint16) if deep else (255, np.uint8)
+            iio.imwrite(temporary, np.round(np.clip(array, 0, 1) * scale).astype(kind), extension=".png")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def image_files(folder: str) -> list:
     """The image files (IMAGE_SUFFIXES) directly in `folder`, sorted by name; a clear error when there are none."""
     from pathlib import Path

@@ -1,0 +1,554 @@
+"""The `imaging` command line: reconstruct, simulate, denoise, calibrate and info, over folders of image files.
+
+The command maps names to the library's classes here, at its edge (the library itself takes objects). Inputs are
+PNG / TIFF / NPY files or folders of them; outputs go to a folder, written atomically (an interruption leaves no
+partial file), with a metrics file (JSON and CSV) listing every input and its status. An existing output is kept
+and not recomputed (resume) unless `--overwrite`. Under `torchrun --nproc-per-node N` (or `accelerate launch`)
+`reconstruct` and `denoise` shard the inputs over the processes (one GPU each where there are GPUs) and rank 0
+gathers the metrics: the outputs are those of one process. Exit code 0 only when every input succeeded.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+OPERATORS = ("identity", "blur", "downsample", "inpaint", "cs", "mri", "ct")
+METHODS = ("lsq", "tv", "pnp-lpn", "red-diff", "flair", "dps", "diffpir", "ddrm")
+DENOISERS = ("tv", "ddpm", "lpn")
+OPERATOR_FILE = "imaging-operator.json"
+
+
+# --- operators ------------------------------------------------------------------------------------------------------
+def operator_options(command):
+    """The options that choose and parametrise a forward operator (shared by simulate and reconstruct)."""
+    options = [
+        click.option("--operator", "operator_name", default=None,
+                     help=f"forward operator: one of {', '.join(OPERATORS)}, or module:Class importable from your "
+                          f"code (a LinearOperator; its keyword arguments with --operator-arg)"),
+        click.option("--operator-arg", multiple=True, metavar="KEY=VALUE",
+                     help="keyword argument of a module:Class operator (repeatable; values parsed as JSON)"),
+        click.option("--operator-json", type=click.Path(exists=True, dir_okay=False),
+                     help=f"the operator written by `imaging simulate` ({OPERATOR_FILE} in its output folder)"),
+        click.option("--blur-sigma", type=float, default=1.6, show_default=True,
+                     help="blur: standard deviation of the Gaussian kernel, in pixels"),
+        click.option("--kernel", type=click.Path(exists=True, dir_okay=False),
+                     help="blur: a kernel image file (PNG/TIFF/NPY) instead of the Gaussian; normalised to sum 1"),
+        click.option("--blur-mode", type=click.Choice(["reflect", "circular", "zeros", "replicate"]),
+                     default="reflect", show_default=True, help="blur: boundary handling"),
+        click.option("--factor", type=int, default=4, show_default=True,
+                     help="downsample: the factor (box filter: averages of factor x factor pixels)"),
+        click.option("--mask", "mask_file", type=click.Path(exists=True, dir_okay=False),
+                     help="inpaint / mri: a mask image (non-zero = observed pixel or k-space sample)"),
+        click.option("--missing", type=float, default=0.5, show_default=True,
+                     help="inpaint: fraction of missing pixels of a random mask (without --mask)"),
+        click.option("--ratio", type=float, default=0.3, show_default=True,
+                     help="cs: measurements per pixel (structured random DCT sensing)"),
+        click.option("--acceleration", type=int, default=4, show_default=True,
+                     help="mri: Cartesian under-sampling factor of a random line mask (without --mask)"),
+        click.option("--angles", type=int, default=60, show_default=True,
+                     help="ct: number of parallel-beam projection angles over 180 degrees"),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="seed of random masks / sensing, and of the noise in simulate"),
+        click.option("--image-size", type=int, nargs=2, metavar="H W",
+                     help="image height and width when the measurements do not tell (cs, ct)"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def operator_settings(options: dict) -> dict:
+    """The operator's settings from the command's options (or from --operator-json)."""
+    if options.get("operator_json"):
+        settings = json.loads(Path(options["operator_json"]).read_text())
+        return {**settings, "operator_json": None}
+    keys = ("operator_name", "operator_arg", "blur_sigma", "kernel", "blur_mode", "factor", "mask_file", "missing",
+            "ratio", "acceleration", "angles", "seed", "image_size")
+    settings = {key: options.get(key) for key in keys}
+    settings["operator_arg"] = list(settings["operator_arg"] or ())
+    for key in ("kernel", "mask_file"):
+        if settings[key]:
+            settings[key] = str(Path(settings[key]).resolve())
+    if settings["operator_name"] is None:
+        raise click.UsageError("give --operator (or --operator-json from `imaging simulate`)")
+    return settings
+
+
+def _read_array(path: str) -> torch.Tensor:
+    from imaging.data import read_image
+
+    return read_image(path, channels=1, dtype=torch.float64)[0]
+
+
+def build_operator(settings: dict, image_shape: tuple[int, int, int]):
+    """The LinearOperator named by `settings` for images of shape (C, H, W)."""
+    from imaging import operators as ops
+
+    name, (c, h, w) = settings["operator_name"], image_shape
+    seed = settings["seed"]
+    if name == "identity":
+        return ops.Identity()
+    if name == "blur":
+        kernel = _read_array(settings["kernel"]) if settings["kernel"] else ops.gaussian_kernel(settings["blur_sigma"])
+        return ops.Blur(kernel / kernel.sum(), mode=settings["blur_mode"])
+    if name == "downsample":
+        return ops.Downsampling(settings["factor"], filter="box")
+    if name == "inpaint":
+        if settings["mask_file"]:
+            return ops.Inpainting((_read_array(settings["mask_file"]) != 0).double())
+        return ops.Inpainting.random((1, 1, h, w), settings["missing"], seed=seed)
+    if name == "cs":
+        return ops.StructuredCompressedSensing(max(1, round(settings["ratio"] * c * h * w)), (c, h, w), seed=seed)
+    if name == "mri":
+        mask = (_read_array(settings["mask_file"]) != 0).double() if settings["mask_file"] else \
+            ops.cartesian_mask((h, w), settings["acceleration"], seed=seed)
+        return ops.MRI(mask)
+    if name == "ct":
+        return ops.Radon((h, w), settings["angles"])
+    if ":" in name:
+        import importlib
+
+        module, _, cls = name.partition(":")
+        sys.path.insert(0, os.getcwd())
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as error:
+            raise click.UsageError(f"--operator {name!r}: cannot import {cls} from {module}: {error}") from None
+        kwargs = {}
+        for item in settings["operator_arg"]:
+            key, _, value = item.partition("=")
+            try:
+                kwargs[key] = json.loads(value)
+            except json.JSONDecodeError:
+                kwargs[key] = value
+        return factory(**kwargs)
+    raise click.UsageError(f"--operator must be one of {', '.join(OPERATORS)} or module:Class, got {name!r}")
+
+
+def image_shape_for(settings: dict, y: torch.Tensor) -> tuple[int, int, int]:
+    """(C, H, W) of the unknown image, from the measurement of one input (without its batch dimension)."""
+    name, size = settings["operator_name"], settings.get("image_size")
+    if size:
+        return (1, *size)
+    if name in ("identity", "blur", "inpaint", "mri") or (":" in name and y.dim() >= 2):
+        return (1, *y.shape[-2:])
+    if name == "downsample":
+        return (1, y.shape[-2] * settings["factor"], y.shape[-1] * settings["factor"])
+    raise click.UsageError(f"--operator {name}: give --image-size H W (the measurements do not tell the image size)")
+
+
+# --- files ----------------------------------------------------------------------------------------------------------
+def input_files(paths: tuple[str, ...]) -> list[Path]:
+    from imaging.data import IMAGE_SUFFIXES
+
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise click.UsageError(f"input {str(path)!r} does not exist")
+    if not files:
+        raise click.UsageError(f"no input files (PNG/TIFF/NPY) in {', '.join(paths)}")
+    return files
+
+
+def read_measurement(path: Path) -> torch.Tensor:
+    """A measurement file as a tensor: NPY as stored (any shape, complex allowed), images as (C, H, W) in [0, 1]."""
+    from imaging.data import read_image
+
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"{path.name}: not a readable NPY array ({error})") from None
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{path.name}: contains NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(array))
+    return read_image(str(path), channels=1, dtype=torch.float64)
+
+
+def as_batch(y: torch.Tensor, settings: dict) -> torch.Tensor:
+    """One measurement as a batch of one in the operator's layout: images (1, C, H, W), CS (1, m)."""
+    if settings["operator_name"] == "cs":
+        return y.reshape(1, -1)
+    if y.dim() == 2:
+        return y[None, None]
+    return y[None]
+
+
+def write_table(folder: Path, rows: list[dict]) -> None:
+    """metrics.json and metrics.csv, atomically."""
+    from imaging.data import save_text_atomically
+
+    save_text_atomically(folder / "metrics.json", json.dumps(rows, indent=1))
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "input", k != "status", k))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    save_text_atomically(folder / "metrics.csv", buffer.getvalue())
+
+
+# --- distribution ---------------------------------------------------------------------------------------------------
+class Processes:
+    """This process's rank among the processes started by torchrun / accelerate launch (WORLD_SIZE > 1), one GPU
+    each where there are GPUs; a single process otherwise."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = 0
+        if self.world > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if not dist.is_initialized():
+                dist.init_process_group(backend)
+            self.rank = dist.get_rank()
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+    def shard(self, items: list) -> list:
+        return items[self.rank::self.world]
+
+    def gather(self, rows: list[dict]) -> list[dict]:
+        """Every process's rows, on every process."""
+        if self.world == 1:
+            return rows
+        import torch.distributed as dist
+
+        everything = [None] * self.world
+        dist.all_gather_object(everything, rows)
+        return [row for part in everything for row in part]
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def device_for(choice: str) -> torch.device:
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return torch.device(choice)
+
+
+# --- methods --------------------------------------------------------------------------------------------------------
+def solve(method: str, A, y: torch.Tensor, sigma: float, steps: int | None, seed: int):
+    """x, λ chosen (or None), converged: the named method with its defaults from the noise level σ."""
+    import imaging
+    from imaging.operators import FiniteDifference
+
+    if method == "lsq":
+        r = imaging.least_squares(A, y, lam="auto", noise_level=sigma, regulariser=FiniteDifference())
+    elif method == "tv":
+        r = imaging.tv_reconstruct(A, y, "auto", noise_level=sigma, box=(0.0, 1.0))
+    elif method == "pnp-lpn":
+        from imaging.priors import pretrained_lpn
+        from imaging.solvers import PnPADMM
+
+        lpn = pretrained_lpn("natural", dtype=y.real.dtype).to(y.device)
+        r = PnPADMM(A, y, lpn.prox, rho="auto", noise_level=sigma, box=(0.0, 1.0)).run()
+    else:
+        from imaging.priors import DiffusionPrior, FlowPrior
+        from imaging.solvers import DDRM, DPS, DiffPIR, Flair, RedDiff
+
+        prior = DiffusionPrior.pretrained("natural", dtype=torch.float32, device=y.device)
+        extra = {"steps": steps} if steps else {}
+        if method == "red-diff":
+            r = RedDiff(A, y, prior, noise_level=sigma, seed=seed, **extra).run()
+        elif method == "flair":
+            r = Flair(A, y, FlowPrior.from_diffusion(prior), noise_level=sigma, seed=seed, **extra).run()
+        elif method == "dps":
+            r = DPS(A, y, prior, noise_level=sigma, seed=seed, **extra).run()
+        elif method == "diffpir":
+            r = DiffPIR(A, y, prior, noise_level=sigma, seed=seed, **extra).run()
+        elif method == "ddrm":
+            r = DDRM(A, y, prior, noise_level=sigma, seed=seed, **extra).run()
+        else:
+            raise click.UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    return r.x, r.lam, bool(r.converged) if not isinstance(r.converged, torch.Tensor) else bool(r.converged.all())
+
+
+def denoise_one(method: str, y: torch.Tensor, sigma: float):
+    import imaging
+
+    if method == "tv":
+        r = imaging.tv_reconstruct(imaging.operators.Identity(), y, "auto", noise_level=sigma, box=(0.0, 1.0))
+        return r.x, r.lam, bool(r.converged)
+    if method == "lpn":
+        from imaging.priors import pretrained_lpn
+
+        return pretrained_lpn("natural", dtype=y.dtype).to(y.device).prox(y).detach(), None, True
+    if method == "ddpm":
+        from imaging.priors import DiffusionPrior
+
+        prior = DiffusionPrior.pretrained("natural", device=y.device)
+        return prior.denoise(y.float(), sigma).to(y.dtype), None, True
+    raise click.UsageError(f"--method must be one of {', '.join(DENOISERS)}, got {method!r}")
+
+
+# --- the shared driver ------------------------------------------------------------------------------------------------
+def run_inputs(files: list[Path], out: Path, suffix: str, overwrite: bool, truth: str | None,
+               work, progress: bool) -> int:
+    """For each input (this process's shard): skip it when its output exists (unless overwrite), else
+    `work(path) -> (x, extra metrics)` and write x; a failing input is reported and skipped. Rank 0 writes the
+    metrics of all inputs. Returns the exit code (0: every input succeeded)."""
+    from tqdm.auto import tqdm
+
+    from imaging.data import read_image, write_image
+    from imaging.metrics import psnr, ssim
+
+    processes = Processes()
+    rows = []
+    try:
+        mine = processes.shard(files)
+        bar = tqdm(mine, desc=f"rank {processes.rank}" if processes.world > 1 else "imaging", disable=not progress)
+        for path in bar:
+            target = out / (path.stem + suffix)
+            row = {"input": path.name, "output": target.name}
+            start = time.perf_counter()
+            try:
+                if target.exists() and not overwrite:  # resume: keep it, report it
+                    x = torch.from_numpy(np.load(target)) if suffix == ".npy" else \
+                        read_image(str(target), channels=None, dtype=torch.float64)
+                    row["status"] = "skipped (exists)"
+                else:
+                    x, extra = work(path)
+                    write_image(target, x, overwrite=overwrite)
+                    row.update(extra, status="ok")
+                if truth:
+                    clean = read_image(str(_truth_file(Path(truth), path.stem)), channels=1, dtype=torch.float64)
+                    estimate = x.real.double().reshape(clean.shape)
+                    row["psnr"] = float(psnr(estimate.clamp(0, 1)[None], clean[None]))
+                    row["ssim"] = float(ssim(estimate.clamp(0, 1)[None], clean[None]))
+            except click.UsageError:
+                raise
+            except Exception as error:  # noqa: BLE001  (reported per input; the others go on)
+                row.update(status="error", error=f"{type(error).__name__}: {error}")
+                click.echo(f"imaging: {path.name}: {row['error']}", err=True)
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            rows.append(row)
+        everything = sorted(processes.gather(rows), key=lambda r: r["input"])
+        if processes.rank == 0:
+            write_table(out, everything)
+            failed = [r["input"] for r in everything if r["status"] == "error"]
+            click.echo(f"imaging: {len(everything) - len(failed)} of {len(everything)} inputs done, outputs and "
+                       f"metrics in {out}" + (f"; failed: {', '.join(failed)}" if failed else ""), err=True)
+        return 1 if any(r["status"] == "error" for r in everything) else 0
+    finally:
+        processes.close()
+
+
+def _truth_file(folder: Path, stem: str) -> Path:
+    from imaging.data import IMAGE_SUFFIXES
+
+    for suffix in IMAGE_SUFFIXES:
+        if (folder / (stem + suffix)).exists():
+            return folder / (stem + suffix)
+    raise FileNotFoundError(f"no ground truth {stem}.* in {folder}")
+
+
+def noise_level_of(value: str, y: torch.Tensor, A) -> float:
+    import imaging
+
+    if value == "auto":
+        return float(imaging.estimate_noise(y, A))
+    try:
+        sigma = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number >= 0 or 'auto', got {value!r}", param_hint="--noise-level")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise click.BadParameter(f"expected a number >= 0 or 'auto', got {value!r}", param_hint="--noise-level")
+    return sigma
+
+
+# --- commands -------------------------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imaging")
+def main() -> None:
+    """imaging: reconstruct images from measurements (blur, inpainting, super-resolution, compressed sensing, MRI,
+    CT or your own operator) with classical and learned priors."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--method", type=click.Choice(METHODS), default="tv", show_default=True,
+              help="lsq: least squares with a gradient penalty; tv: total variation; pnp-lpn: plug-and-play with the "
+                   "shipped learned proximal network; red-diff, flair, dps, diffpir, ddrm: the shipped natural-image "
+                   "diffusion prior")
+@click.option("--noise-level", default="auto", show_default=True,
+              help="standard deviation of the noise per measurement entry (image units, [0, 1] scale), or 'auto' "
+                   "to estimate it from each measurement; the regularisation is chosen from it")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "npy"]), default="png", show_default=True,
+              help="output files: 8-bit PNG (clipped to [0, 1]), float32 TIFF, or NPY")
+@click.option("--truth", type=click.Path(exists=True, file_okay=False),
+              help="folder of ground-truth images with the inputs' names: PSNR and SSIM in the metrics")
+@click.option("--steps", type=int, default=None, help="steps of the diffusion methods (default: each method's own)")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
+              help="floating-point precision of the solve")
+@click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs (default: keep them)")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="a progress bar")
+@operator_options
+def reconstruct(inputs, method, noise_level, out, fmt, truth, steps, device, dtype, overwrite, progress, **options):
+    """Reconstruct an image from each measurement file in INPUTS (files or folders of PNG/TIFF/NPY).
+
+    Example: imaging reconstruct measurements/ --operator blur --blur-sigma 2 --method tv --out results/"""
+    settings = operator_settings(options)
+    files = input_files(inputs)
+    dev, real = device_for(device), getattr(torch, dtype)
+    out = Path(out)
+
+    def work(path: Path):
+        y = read_measurement(path)
+        A = build_operator(settings, image_shape_for(settings, y))
+        y = as_batch(y, settings).to(device=dev, dtype=real if not y.is_complex() else
+                                     (torch.complex128 if real == torch.float64 else torch.complex64))
+        A = A.to(dev) if isinstance(A, torch.nn.Module) else A
+        sigma = noise_level_of(noise_level, y, A)
+        x, lam, converged = solve(method, A, y, sigma, steps, settings["seed"])
+        return x[0].real.cpu(), {"noise_level": sigma, "lam": lam, "converged": converged, "method": method}
+
+    sys.exit(run_inputs(files, out, "." + fmt, overwrite, truth, work, progress))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--method", type=click.Choice(DENOISERS), default="tv", show_default=True,
+              help="tv: total variation with λ from the noise level; ddpm: the shipped diffusion model's one-step "
+                   "denoiser; lpn: the shipped learned proximal network (trained for σ about 0.08-0.12)")
+@click.option("--noise-level", default="auto", show_default=True,
+              help="noise standard deviation on the [0, 1] scale, or 'auto' to estimate it from each image")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "npy"]), default="png", show_default=True)
+@click.option("--truth", type=click.Path(exists=True, file_okay=False), help="ground-truth folder (PSNR, SSIM)")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto")
+@click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def denoise(inputs, method, noise_level, out, fmt, truth, device, overwrite, progress):
+    """Denoise each grey image in INPUTS (files or folders). Example: imaging denoise noisy/ --method ddpm
+    --noise-level 0.1 --out clean/"""
+    import imaging
+
+    files, dev = input_files(inputs), device_for(device)
+
+    def work(path: Path):
+        y = read_measurement(path)
+        y = (y if y.dim() == 3 else y[None])[None].to(device=dev, dtype=torch.float64)
+        sigma = noise_level_of(noise_level, y, imaging.operators.Identity())
+        x, lam, converged = denoise_one(method, y, sigma)
+        return x[0].cpu(), {"noise_level": sigma, "lam": lam, "converged": converged, "method": method}
+
+    sys.exit(run_inputs(files, Path(out), "." + fmt, overwrite, truth, work, progress))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--noise-level", type=float, default=0.01, show_default=True,
+              help="standard deviation of the Gaussian noise added per measurement entry ([0, 1] image scale)")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help=f"output folder: one NPY measurement per image and {OPERATOR_FILE}")
+@click.option("--overwrite", is_flag=True, help="replace existing measurements")
+@operator_options
+def simulate(inputs, noise_level, out, overwrite, **options):
+    """Make measurements y = A x + noise from clean grey images (to try the reconstructions). Example:
+    imaging simulate clean/ --operator inpaint --missing 0.5 --noise-level 0.01 --out measurements/"""
+    from imaging.data import read_image, save_text_atomically, write_image
+    from imaging.operators import GaussianNoise
+
+    settings = operator_settings(options)
+    files, out = input_files(inputs), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_text_atomically(out / OPERATOR_FILE, json.dumps(settings, indent=1))
+    failed = []
+    for index, path in enumerate(files):
+        target = out / (path.stem + ".npy")
+        try:
+            if target.exists() and not overwrite:
+                continue
+            x = read_image(str(path), channels=1, dtype=torch.float64)[None]
+            A = build_operator(settings, tuple(x.shape[1:]))
+            generator = torch.Generator().manual_seed(settings["seed"] * 100003 + index)
+            y = GaussianNoise(noise_level)(A(x), generator=generator)
+            write_image(target, y[0], overwrite=overwrite)
+        except (OSError, ValueError, RuntimeError) as error:
+            failed.append(path.name)
+            click.echo(f"imaging: {path.name}: {type(error).__name__}: {error}", err=True)
+    click.echo(f"imaging: {len(files) - len(failed)} of {len(files)} measurements in {out}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--measurements", "y_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="NPY of shape (p, m): p snapshots of m sensors (or (B, p, m))")
+@click.option("--matrices", "a_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="NPY of shape (p, m, n): the known sensing matrices (or (B, p, m, n))")
+@click.option("--method", type=click.Choice(["pgd", "ls", "spectral", "alternating", "uncalibrated"]), default="pgd",
+              show_default=True, help="calibration method (see docs/calibration.md)")
+@click.option("--max-iter", type=int, default=500, show_default=True, help="iterations of pgd / alternating")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="output folder: image.npy (n,), gains.npy (m,) with mean 1, metrics.json")
+def calibrate(y_file, a_file, method, max_iter, out):
+    """Blind gain calibration of a sensor array: recover the image and the sensors' gains from y_l = diag(d) A_l x."""
+    from imaging.calibration import DenseGainSensing, alternating, least_squares, pgd, spectral, uncalibrated
+    from imaging.data import save_text_atomically, write_image
+
+    y = torch.from_numpy(np.load(y_file, allow_pickle=False))
+    A = torch.from_numpy(np.load(a_file, allow_pickle=False))
+    single = y.dim() == 2
+    functions = {"pgd": pgd, "ls": least_squares, "spectral": spectral, "alternating": alternating,
+                 "uncalibrated": uncalibrated}
+    options = {"max_iter": max_iter} if method in ("pgd", "alternating") else {}
+    result = functions[method](DenseGainSensing(A), y[None] if single else y, **options)
+    out = Path(out)
+    write_image(out / "image.npy", result.x[0] if single else result.x, overwrite=True)
+    write_image(out / "gains.npy", result.gains[0] if single else result.gains, overwrite=True)
+    converged = result.converged.tolist()
+    save_text_atomically(out / "metrics.json", json.dumps(
+        {"method": method, "iterations": result.iterations, "converged": converged,
+         "loss": float(result.history["loss"][-1].max())}, indent=1))
+    click.echo(f"imaging: calibrated ({method}, {result.iterations} iterations, converged {converged}) -> {out}",
+               err=True)
+
+
+@main.command()
+def info():
+    """Version, compiled ops and devices available, shipped models and optional extras."""
+    import importlib.util
+
+    import imaging
+    from imaging import _ext
+
+    click.echo(f"imaging {imaging.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}")
+    click.echo(f"compiled ops: {_ext.describe()}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    click.echo(f"devices: cpu ({torch.get_num_threads()} threads)" + (
+        "".join(f", cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(gpus)) if gpus else ", no CUDA device"))
+    weights = Path(imaging.__file__).parent / "weights"
+    models = sorted(p.name for p in weights.iterdir() if p.name != "README.md") if weights.is_dir() else []
+    click.echo(f"shipped models ({weights}): {', '.join(models) if models else 'none'}")
+    extras = {"diffusers": "generative", "accelerate": "generative", "matplotlib": "plots", "mkdocs": "docs",
+              "bm3d": "all"}
+    click.echo("optional packages: " + ", ".join(
+        f"{name} ({'yes' if importlib.util.find_spec(name) else 'no: pip install imaging[' + extra + ']'})"
+        for name, extra in extras.items()))
+
+
+if __name__ == "__main__":
+    main()
