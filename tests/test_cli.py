@@ -142,3 +142,15 @@ def test_every_command_explains_its_options(command, tmp_path):
     assert "Usage: imaging" in text
     if command in ("reconstruct", "simulate"):
         assert "in pixels" in text and "--noise-level" in text
+
+
+@pytest.mark.parametrize("command", ["reconstruct", "simulate", "denoise", "calibrate", "info"])
+def test_each_command_has_its_docs_page_listing_every_option(command):
+    import click
+
+    from imaging.cli import main
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli" / f"{command}.md").read_text()
+    for param in main.commands[command].params:
+        if isinstance(param, click.Option):
+            assert f"`{param.opts[0]}`" in page, f"docs/cli/{command}.md does not document {param.opts[0]}"
