@@ -1,4 +1,4 @@
-"""The `imaging` command line: reconstruct, simulate, denoise, calibrate and info, over folders of image files.
+"""The `imaging` command line: reconstruct, simulate, denoise, calibrate, train, bench and info.
 
 The command maps names to the library's classes here, at its edge (the library itself takes objects). Inputs are
 PNG / TIFF / NPY files or folders of them; outputs go to a folder, written atomically (an interruption leaves no
@@ -377,6 +377,23 @@ def noise_level_of(value: str, y: torch.Tensor, A) -> float:
     return sigma
 
 
+def options_table(name: str) -> str:
+    """The Markdown table of a command's arguments and options, from their help (docs/cli/<name>.md holds it)."""
+    command = main.commands[name]
+    rows = ["| option | meaning |", "|---|---|"]
+    for param in command.params:
+        if isinstance(param, click.Option):
+            flags = ", ".join(f"`{o}`" for o in param.opts + param.secondary_opts)
+            default = param.default if param.show_default and param.default not in (None, ()) else None
+            text = (param.help or "").replace("|", "\\|") + (f" (default: {default})" if default is not None else "")
+            rows.append(f"| {flags} | {text} |")
+        elif isinstance(param.type, click.Choice):
+            rows.append(f"| `{param.name.upper()}` | one of {', '.join(param.type.choices)} |")
+        else:
+            rows.append(f"| `{param.name.upper()}` | files or folders of PNG / TIFF / NPY |")
+    return "\n".join(rows) + "\n"
+
+
 # --- commands -------------------------------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imaging")
@@ -525,6 +542,80 @@ def calibrate(y_file, a_file, method, max_iter, out):
          "loss": float(result.history["loss"][-1].max())}, indent=1))
     click.echo(f"imaging: calibrated ({method}, {result.iterations} iterations, converged {converged}) -> {out}",
                err=True)
+
+
+@main.command()
+@click.argument("prior", type=click.Choice(["ddpm", "lpn"]))
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="folder of training images (PNG/TIFF/NPY), e.g. train400; random crops are drawn from it")
+@click.option("--run", "run", type=click.Path(file_okay=False), default=None,
+              help="run folder: checkpoint and log; training again continues it (default: runs/<prior>)")
+@click.option("--hours", type=float, default=None, help="stop this chunk after so many hours (resume later)")
+@click.option("--steps", type=int, default=None, help="override the recipe's number of optimiser steps")
+@click.option("--init", type=click.Path(exists=True),
+              help="start a new run from exported weights (e.g. the shipped imaging/weights/ddpm_natural)")
+@click.option("--export", "export_to", type=click.Path(), default=None,
+              help="write the run's EMA weights to this folder/file (the layout the library loads) and exit")
+def train(prior, data, run, hours, steps, init, export_to):
+    """Train a shipped prior's recipe (imaging.learning.recipes) on your images: ddpm (DiffusionPrior) or lpn
+    (learned proximal network). Under `accelerate launch` / `torchrun` it trains on several GPUs or nodes.
+
+    Example: imaging train lpn --data my_ct_slices/ --run runs/lpn --hours 2"""
+    from imaging.learning.recipes import SETTINGS, export_prior, train_prior
+
+    run = Path(run or f"runs/{prior}")
+    if export_to:
+        step = export_prior(prior, run, export_to, data, steps=steps)
+        click.echo(f"imaging: exported step {step} of {run} to {export_to}", err=True)
+        return
+    if data is None:
+        raise click.UsageError("--data is required to train")
+    result = train_prior(prior, data, run, hours=hours, init=init, steps=steps)
+    total = steps or SETTINGS[prior]["steps"]
+    click.echo(f"imaging: {prior} step {result.resumed_from} -> {result.steps} of {total} in {result.seconds:.0f} s, "
+               f"loss {result.loss:.4g}; run folder {run}", err=True)
+
+
+@main.command()
+@click.option("--size", type=int, default=512, show_default=True, help="image side in pixels")
+@click.option("--repeats", type=int, default=3, show_default=True, help="timings per op (the best is kept)")
+def bench(size, repeats):
+    """Time the compiled ops against their pure-torch references on this machine (the peers' side-by-side
+    benchmarks are `make bench` in a clone)."""
+    import importlib
+
+    from imaging import _ext
+
+    fd, foe, tv = (importlib.import_module(f"imaging.ops.{name}") for name in ("finite_diff", "foe", "tv"))
+
+    if not _ext.HAS_EXT:
+        click.echo(f"imaging bench: {_ext.describe()}: nothing to compare", err=True)
+        return
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, size, size, generator=g)
+    filters = torch.randn(8, 5, 5, generator=g)
+    weights, nu = torch.ones(8), torch.full((8,), 0.1)
+    lam = torch.full((1, 1), 0.1)
+    cases = {
+        "finite_diff": (lambda: fd.finite_diff(x), lambda: fd._finite_diff_torch(x)),
+        "tv_grad": (lambda: tv.tv_grad(x, 1e-3), lambda: tv._tv_grad_torch(x, 1e-3)),
+        "tv_prox (50 iterations)": (lambda: tv.tv_prox(x, 0.1, tol=0, max_iter=50),
+                                    lambda: tv._tv_prox_torch(x, lam, True, 0.0, 50)),
+        "foe_grad (8 filters 5x5)": (lambda: foe.foe_grad(x, filters, weights, nu),
+                                     lambda: foe._foe_grad_torch(x, filters, weights, nu))}
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    click.echo(f"{size}x{size} float32, {torch.get_num_threads()} threads: compiled vs pure-torch reference")
+    for name, (compiled, reference) in cases.items():
+        a, b = best(compiled), best(reference)
+        click.echo(f"  {name:26s} {a * 1e3:9.2f} ms  {b * 1e3:9.2f} ms  ({b / a:5.1f}x)")
 
 
 @main.command()
