@@ -303,46 +303,92 @@ def denoise_one(method: str, y: torch.Tensor, sigma: float):
 
 
 # --- the shared driver ------------------------------------------------------------------------------------------------
-def run_inputs(files: list[Path], out: Path, suffix: str, overwrite: bool, truth: str | None,
-               work, progress: bool) -> int:
-    """For each input (this process's shard): skip it when its output exists (unless overwrite), else
-    `work(path) -> (x, extra metrics)` and write x; a failing input is reported and skipped. Rank 0 writes the
-    metrics of all inputs. Returns the exit code (0: every input succeeded)."""
+def run_inputs(files: list[Path], out: Path, suffix: str, overwrite: bool, truth: str | None, load, compute,
+               batch_size: int, progress: bool) -> int:
+    """For each input of this process's shard: keep its output when it exists (unless overwrite), else
+    `load(path) -> item` (a dict with the measurement batch "y" and a grouping "key"), then `compute(items) ->
+    [(x, extra metrics)]` on up to `batch_size` items of the same key at once, and write each x. A failing input
+    is reported and skipped (a failing batch is retried input by input). Rank 0 writes the metrics of all inputs.
+    Returns the exit code (0: every input succeeded)."""
     from tqdm.auto import tqdm
 
     from imaging.data import read_image, write_image
-    from imaging.metrics import psnr, ssim
 
+    if batch_size < 1:
+        raise click.BadParameter(f"expected an integer >= 1, got {batch_size}", param_hint="--batch-size")
     processes = Processes()
     rows = []
+
+    def fail(row: dict, error: Exception, name: str) -> None:
+        row.update(status="error", error=f"{type(error).__name__}: {error}")
+        click.echo(f"imaging: {name}: {row['error']}", err=True)
+
+    def finish(path: Path, row: dict, x: torch.Tensor, seconds: float) -> None:
+        if truth:
+            try:
+                row.update(quality(x, path, Path(truth)))
+            except (OSError, ValueError, RuntimeError) as error:
+                row["truth_error"] = f"{type(error).__name__}: {error}"
+        row["seconds"] = round(seconds, 3)
+
     try:
         mine = processes.shard(files)
-        bar = tqdm(mine, desc=f"rank {processes.rank}" if processes.world > 1 else "imaging", disable=not progress)
-        for path in bar:
-            target = out / (path.stem + suffix)
-            row = {"input": path.name, "output": target.name}
-            start = time.perf_counter()
-            try:
-                if target.exists() and not overwrite:  # resume: keep it, report it
-                    x = torch.from_numpy(np.load(target)) if suffix == ".npy" else \
-                        read_image(str(target), channels=None, dtype=torch.float64)
-                    row["status"] = "skipped (exists)"
-                else:
-                    x, extra = work(path)
-                    write_image(target, x, overwrite=overwrite)
-                    row.update(extra, status="ok")
-                if truth:
-                    clean = read_image(str(_truth_file(Path(truth), path.stem)), channels=1, dtype=torch.float64)
-                    estimate = x.real.double().reshape(clean.shape)
-                    row["psnr"] = float(psnr(estimate.clamp(0, 1)[None], clean[None]))
-                    row["ssim"] = float(ssim(estimate.clamp(0, 1)[None], clean[None]))
-            except click.UsageError:
-                raise
-            except Exception as error:  # noqa: BLE001  (reported per input; the others go on)
-                row.update(status="error", error=f"{type(error).__name__}: {error}")
-                click.echo(f"imaging: {path.name}: {row['error']}", err=True)
-            row["seconds"] = round(time.perf_counter() - start, 3)
-            rows.append(row)
+        bar = tqdm(total=len(mine), desc=f"rank {processes.rank}" if processes.world > 1 else "imaging",
+                   disable=not progress)
+        for first in range(0, len(mine), batch_size):
+            pending = []
+            for path in mine[first:first + batch_size]:
+                target, start = out / (path.stem + suffix), time.perf_counter()
+                row = {"input": path.name, "output": target.name}
+                rows.append(row)
+                try:
+                    if target.exists() and not overwrite:  # resume: keep it, report it
+                        x = torch.from_numpy(np.load(target)) if suffix == ".npy" else \
+                            read_image(str(target), channels=None, dtype=torch.float64)
+                        row["status"] = "skipped (exists)"
+                        finish(path, row, x, time.perf_counter() - start)
+                    else:
+                        pending.append((path, row, load(path), start))
+                except click.UsageError:
+                    raise
+                except Exception as error:  # noqa: BLE001  (reported per input; the others go on)
+                    fail(row, error, path.name)
+            groups: dict = {}
+            for entry in pending:
+                groups.setdefault(entry[2]["key"], []).append(entry)
+            for group in groups.values():
+                start = time.perf_counter()
+                try:
+                    results = compute([entry[2] for entry in group])
+                except click.UsageError:
+                    raise
+                except Exception as error:  # noqa: BLE001
+                    if len(group) == 1:
+                        fail(group[0][1], error, group[0][0].name)
+                        continue
+                    results = None
+                if results is None:  # retry one by one, so that the failing input is named
+                    singles = []
+                    for path, row, item, _ in group:
+                        try:
+                            singles.append(compute([item])[0])
+                        except Exception as error:  # noqa: BLE001
+                            fail(row, error, path.name)
+                            singles.append(None)
+                    results = singles
+                seconds = (time.perf_counter() - start) / len(group)
+                for (path, row, _, _), result in zip(group, results):
+                    if result is None:
+                        continue
+                    x, extra = result
+                    try:
+                        write_image(out / (path.stem + suffix), x, overwrite=overwrite)
+                        row.update(extra, status="ok")
+                        finish(path, row, x, seconds)
+                    except Exception as error:  # noqa: BLE001
+                        fail(row, error, path.name)
+            bar.update(len(mine[first:first + batch_size]))
+        bar.close()
         everything = sorted(processes.gather(rows), key=lambda r: r["input"])
         if processes.rank == 0:
             write_table(out, everything)
@@ -352,6 +398,16 @@ def run_inputs(files: list[Path], out: Path, suffix: str, overwrite: bool, truth
         return 1 if any(r["status"] == "error" for r in everything) else 0
     finally:
         processes.close()
+
+
+def quality(x: torch.Tensor, path: Path, truth: Path) -> dict:
+    """PSNR and SSIM of x against the ground truth of the same name."""
+    from imaging.data import read_image
+    from imaging.metrics import psnr, ssim
+
+    clean = read_image(str(_truth_file(truth, path.stem)), channels=1, dtype=torch.float64)
+    estimate = x.real.double().reshape(clean.shape).clamp(0, 1)
+    return {"psnr": float(psnr(estimate[None], clean[None])), "ssim": float(ssim(estimate[None], clean[None]))}
 
 
 def _truth_file(folder: Path, stem: str) -> Path:
@@ -420,29 +476,39 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
               help="floating-point precision of the solve")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="measurements of the same shape and noise level solved together (faster on a GPU); λ is then "
+                   "chosen per batch and stochastic methods draw their noise per batch, so outputs depend on the "
+                   "batching; 1 gives every input its own")
 @click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs (default: keep them)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="a progress bar")
 @operator_options
-def reconstruct(inputs, method, noise_level, out, fmt, truth, steps, device, dtype, overwrite, progress, **options):
+def reconstruct(inputs, method, noise_level, out, fmt, truth, steps, device, dtype, batch_size, overwrite, progress,
+                **options):
     """Reconstruct an image from each measurement file in INPUTS (files or folders of PNG/TIFF/NPY).
 
     Example: imaging reconstruct measurements/ --operator blur --blur-sigma 2 --method tv --out results/"""
     settings = operator_settings(options)
     files = input_files(inputs)
     dev, real = device_for(device), getattr(torch, dtype)
-    out = Path(out)
+    complex_type = torch.complex128 if real == torch.float64 else torch.complex64
 
-    def work(path: Path):
+    def load(path: Path) -> dict:
         y = read_measurement(path)
         A = build_operator(settings, image_shape_for(settings, y))
-        y = as_batch(y, settings).to(device=dev, dtype=real if not y.is_complex() else
-                                     (torch.complex128 if real == torch.float64 else torch.complex64))
+        y = as_batch(y, settings).to(device=dev, dtype=complex_type if y.is_complex() else real)
         A = A.to(dev) if isinstance(A, torch.nn.Module) else A
         sigma = noise_level_of(noise_level, y, A)
-        x, lam, converged = solve(method, A, y, sigma, steps, settings["seed"])
-        return x[0].real.cpu(), {"noise_level": sigma, "lam": lam, "converged": converged, "method": method}
+        return {"y": y, "A": A, "sigma": sigma, "key": (tuple(y.shape), y.dtype, sigma)}
 
-    sys.exit(run_inputs(files, out, "." + fmt, overwrite, truth, work, progress))
+    def compute(items: list[dict]) -> list:
+        x, lam, converged = solve(method, items[0]["A"], torch.cat([item["y"] for item in items]),
+                                  items[0]["sigma"], steps, settings["seed"])
+        return [(x[i].real.cpu(), {"noise_level": items[0]["sigma"], "lam": lam if not isinstance(lam, torch.Tensor)
+                                   else float(lam.reshape(-1)[min(i, lam.numel() - 1)]),
+                                   "converged": converged, "method": method}) for i in range(len(items))]
+
+    sys.exit(run_inputs(files, Path(out), "." + fmt, overwrite, truth, load, compute, batch_size, progress))
 
 
 @main.command()
@@ -456,23 +522,29 @@ def reconstruct(inputs, method, noise_level, out, fmt, truth, steps, device, dty
 @click.option("--format", "fmt", type=click.Choice(["png", "tiff", "npy"]), default="png", show_default=True)
 @click.option("--truth", type=click.Path(exists=True, file_okay=False), help="ground-truth folder (PSNR, SSIM)")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, or auto")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="images of the same shape and noise level denoised together")
 @click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def denoise(inputs, method, noise_level, out, fmt, truth, device, overwrite, progress):
+def denoise(inputs, method, noise_level, out, fmt, truth, device, batch_size, overwrite, progress):
     """Denoise each grey image in INPUTS (files or folders). Example: imaging denoise noisy/ --method ddpm
     --noise-level 0.1 --out clean/"""
     import imaging
 
     files, dev = input_files(inputs), device_for(device)
 
-    def work(path: Path):
+    def load(path: Path) -> dict:
         y = read_measurement(path)
         y = (y if y.dim() == 3 else y[None])[None].to(device=dev, dtype=torch.float64)
         sigma = noise_level_of(noise_level, y, imaging.operators.Identity())
-        x, lam, converged = denoise_one(method, y, sigma)
-        return x[0].cpu(), {"noise_level": sigma, "lam": lam, "converged": converged, "method": method}
+        return {"y": y, "sigma": sigma, "key": (tuple(y.shape), sigma)}
 
-    sys.exit(run_inputs(files, Path(out), "." + fmt, overwrite, truth, work, progress))
+    def compute(items: list[dict]) -> list:
+        x, lam, converged = denoise_one(method, torch.cat([item["y"] for item in items]), items[0]["sigma"])
+        return [(x[i].cpu(), {"noise_level": items[0]["sigma"], "converged": converged, "method": method})
+                for i in range(len(items))]
+
+    sys.exit(run_inputs(files, Path(out), "." + fmt, overwrite, truth, load, compute, batch_size, progress))
 
 
 @main.command()

@@ -173,3 +173,17 @@ def test_train_a_shipped_recipe_on_your_images_then_export(clean, tmp_path):
 def test_bench_times_the_compiled_ops(tmp_path):
     out = cli("bench", "--size", "64", "--repeats", "1", cwd=tmp_path)
     assert "tv_prox" in out.stdout or "nothing to compare" in out.stderr
+
+
+def test_batches_of_inputs(clean, tmp_path):
+    """--batch-size 4: the inputs are solved in batches, and a corrupt input inside a batch is still named while
+    the others finish."""
+    cli("simulate", clean, "--operator", "blur", "--out", tmp_path / "y", cwd=tmp_path)
+    (tmp_path / "y" / "broken.npy").write_text("not an array")
+    common = ["reconstruct", tmp_path / "y", "--operator", "blur", "--method", "lsq", "--noise-level", "0.01",
+              "--format", "npy", "--no-progress"]
+    one = cli(*common, "--out", tmp_path / "one", cwd=tmp_path, check=False)
+    four = cli(*common, "--batch-size", "4", "--out", tmp_path / "four", cwd=tmp_path, check=False)
+    assert one.returncode == four.returncode == 1 and "broken.npy" in four.stderr
+    rows = {r["input"]: r for r in json.loads((tmp_path / "four" / "metrics.json").read_text())}
+    assert rows["broken.npy"]["status"] == "error" and sum(r["status"] == "ok" for r in rows.values()) == 6
