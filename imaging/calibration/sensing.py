@@ -22,7 +22,7 @@ import math
 
 import torch
 from imaging.operators.base import LinearOperator
-from imaging.operators.sampling import _generator, dct_matrix
+from imaging.operators.sampling import _generator, dct_matrix, signed_dct2, signed_dct2_adjoint
 from imaging.ops.gain_sensing import gain_adjoint, gain_forward, gain_normal_pass
 
 
@@ -160,7 +160,8 @@ class DenseGainSensing(GainSensing):
 
 class RandomMaskDCTSensing(GainSensing):
     r"""Structured, matrix-free sensing for images of shape (H, W), m = n = H·W: A_l = √n · DCT2 · diag(s_l) with
-    random signs s_l ∈ {±1}ⁿ and the orthonormal separable 2-D DCT. O(n (H + W)) per snapshot instead of O(n²).
+    random signs s_l ∈ {±1}ⁿ and the orthonormal separable 2-D DCT (`imaging.operators.sampling.signed_dct2`, the
+    transform of `StructuredCompressedSensing` with every coefficient kept). O(n (H + W)) per snapshot instead of O(n²).
     Not covered by the calibration theorems (which assume i.i.d. sub-Gaussian rows), but works in practice."""
 
     def __init__(self, signs: torch.Tensor) -> None:
@@ -186,13 +187,13 @@ class RandomMaskDCTSensing(GainSensing):
 
     def sense(self, x: torch.Tensor) -> torch.Tensor:
         B, (H, W) = x.shape[0], self.shape
-        masked = x.reshape(B, 1, H, W) * self._signs(B)
-        return (math.sqrt(H * W) * self.dct_h @ masked @ self.dct_w.T).reshape(B, self.snapshots, H * W)
+        coefficients = signed_dct2(x.reshape(B, 1, H, W), self._signs(B), self.dct_h, self.dct_w)
+        return (math.sqrt(H * W) * coefficients).reshape(B, self.snapshots, H * W)
 
     def sense_adjoint(self, c: torch.Tensor) -> torch.Tensor:
         B, (H, W) = c.shape[0], self.shape
-        back = math.sqrt(H * W) * self.dct_h.T @ c.reshape(B, self.snapshots, H, W) @ self.dct_w
-        return (back * self._signs(B)).sum(1).reshape(B, H * W)
+        back = signed_dct2_adjoint(c.reshape(B, self.snapshots, H, W), self._signs(B), self.dct_h, self.dct_w)
+        return (math.sqrt(H * W) * back).sum(1).reshape(B, H * W)
 
     def column_norms_sq(self) -> torch.Tensor:
         return torch.full((1, self.pixels), float(self.snapshots * self.pixels), dtype=self.signs.dtype,

@@ -105,6 +105,17 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return d
 
 
+def signed_dct2(x: torch.Tensor, signs: torch.Tensor, dct_h: torch.Tensor, dct_w: torch.Tensor) -> torch.Tensor:
+    """D (s ⊙ x): random signs, then the orthonormal separable 2-D DCT D_H X D_Wᵀ of each (H, W) plane, O(n (H + W))."""
+    return dct_h @ (x * signs) @ dct_w.T
+
+
+def signed_dct2_adjoint(c: torch.Tensor, signs: torch.Tensor, dct_h: torch.Tensor, dct_w: torch.Tensor
+                        ) -> torch.Tensor:
+    """The adjoint (and inverse) of `signed_dct2`: s ⊙ (D_Hᵀ C D_W)."""
+    return (dct_h.T @ c @ dct_w) * signs
+
+
 class StructuredCompressedSensing(LinearOperator):
     """Fast structured random sensing y = P D (s ⊙ x) for images (N, C, H, W) -> (N, m).
 
@@ -128,13 +139,12 @@ class StructuredCompressedSensing(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_sample_shape(self, x, self.in_shape, "x")
         dh, dw, s = (t.to(x.real.dtype) for t in (self.dct_h, self.dct_w, self.signs))
-        coefficients = dh @ (x * s) @ dw.T
-        return coefficients.reshape(x.shape[0], -1)[:, self.indices]
+        return signed_dct2(x, s, dh, dw).reshape(x.shape[0], -1)[:, self.indices]
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_sample_shape(self, y, (self.indices.numel(),), "y")
         dh, dw, s = (t.to(y.real.dtype) for t in (self.dct_h, self.dct_w, self.signs))
-        return (dh.T @ self._scatter(y) @ dw) * s
+        return signed_dct2_adjoint(self._scatter(y), s, dh, dw)
 
     def _scatter(self, y: torch.Tensor) -> torch.Tensor:
         """The m kept coefficients placed among all n = C·H·W, (N, m) -> (N, C, H, W)."""
@@ -149,4 +159,5 @@ class StructuredCompressedSensing(LinearOperator):
         dtype, device = like.real.dtype, like.device
         dh, dw, signs = (t.to(dtype=dtype, device=device) for t in (self.dct_h, self.dct_w, self.signs))
         kept = self._scatter(torch.ones(1, self.m, dtype=dtype, device=device))[0]
-        return SVD(kept, lambda x: dh @ (x * signs) @ dw.T, lambda c: (dh.T @ c @ dw) * signs, self._scatter)
+        return SVD(kept, lambda x: signed_dct2(x, signs, dh, dw), lambda c: signed_dct2_adjoint(c, signs, dh, dw),
+                   self._scatter)
