@@ -36,8 +36,9 @@ import torch
 import imaging
 from _tasks import SHARED, SmearAndSubsample, held_out
 from _timing import PeakMemory
-from imaging.metrics import psnr, ssim
-from imaging.operators import Blur, Downsampling, GaussianNoise, Inpainting, StructuredCompressedSensing, gaussian_kernel
+from imaging.metrics import oracle, psnr, ssim
+from imaging.operators import (Blur, Downsampling, GaussianNoise, Inpainting, StructuredCompressedSensing,
+                               gaussian_kernel)
 
 TASKS = ("deblur", "sr4", "inpaint_random", "inpaint_box", "cs30", "custom")
 NOISES = (0.01, 0.05)
@@ -118,13 +119,8 @@ def tune(data: str, size: int, count: int, noises) -> None:
 
 
 def tv_oracle(A, y, truth):
-    best = None
-    for lam in TV_GRID:
-        x = imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-4, max_iter=500).x
-        score = float(psnr(x.clamp(0, 1), truth).mean())
-        if best is None or score > best[0]:
-            best = (score, x)
-    return best[1]
+    return oracle(lambda lam: imaging.tv_reconstruct(A, y, lam, box=(0.0, 1.0), tol=1e-4, max_iter=500), TV_GRID,
+                  truth)[0]
 
 
 def run(truth: torch.Tensor, tasks, noises, runs: dict, only: str | None = None) -> dict:
@@ -163,7 +159,8 @@ def report(table: dict, names: list[str]) -> dict:
         print(f"| {task} | {sigma} | " + " | ".join(
             f"{row[n]['psnr']:.2f} / {row[n]['ssim']:.3f}" if "psnr" in row[n] else "—" for n in names) + " |")
     summary = {}
-    print("\n| method | mean PSNR | mean SSIM | s / image | NFE | backward | peak extra MiB |\n|---|---|---|---|---|---|---|")
+    print("\n| method | mean PSNR | mean SSIM | s / image | NFE | backward | peak extra MiB |\n"
+          "|---|---|---|---|---|---|---|")
     for n in names:
         rows = [row[n] for row in table.values() if "psnr" in row[n]]
         summary[n] = {key: float(np.mean([r[key] for r in rows])) for key in ("psnr", "ssim", "seconds_per_image")}

@@ -184,9 +184,8 @@ class DiffusionPrior(_RangeMap):
         padded = torch.nn.functional.pad(y, (0, -width % m, 0, -height % m), mode="reflect") if m > 1 else y
         self.check_image(padded, "DiffusionPrior.denoise", "y")
         t = self.timestep_for_noise(sigma * self.scale)
-        a, s = self.alpha_sigma(t)
-        x_t = a * self.to_model(padded)
-        return self.to_image((x_t - s * self.eps(x_t, t)) / a)[..., :height, :width]
+        x0, _ = self.tweedie(self.alpha_sigma(t)[0] * self.to_model(padded), t)
+        return self.to_image(x0)[..., :height, :width]
 
     def alpha_sigma(self, t: int) -> tuple[float, float]:
         """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) at integer timestep t."""

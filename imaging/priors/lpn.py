@@ -39,21 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imaging.linalg import check_finite
+
 SHIPPED = {"natural": "lpn_natural.safetensors", "image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
            "laplacian-pm": "lpn_laplacian_pm.safetensors",
            "laplacian-l1": "lpn_laplacian_l1.safetensors", "laplacian-l2": "lpn_laplacian_l2.safetensors"}
 
 
 def _check_tensor(owner: str, y: object, arg: str = "y") -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{owner}: argument '{arg}' must be a torch.Tensor, got {type(y).__name__}")
-    if not y.is_floating_point():
+    if isinstance(y, torch.Tensor) and not y.is_floating_point():
         raise TypeError(f"{owner}: argument '{arg}' must be a real floating tensor, got {y.dtype}")
-    if y.numel() == 0:
-        raise ValueError(f"{owner}: argument '{arg}' must be non-empty")
-    if not torch.isfinite(y).all():
-        raise ValueError(f"{owner}: argument '{arg}' has non-finite values (NaN or inf)")
-    return y
+    return check_finite(y, owner, arg)
 
 
 @dataclass

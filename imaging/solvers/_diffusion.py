@@ -11,13 +11,17 @@ from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._variational import check_measurement, problem_first
 
 
-def check_problem(A, y, prior, who: str, steps: int, noise_level: float | None) -> tuple:
+def check_problem(A, y, prior, who: str, steps: int, noise_level: float | None, *,
+                  noise_required: bool = False) -> tuple:
     """(A, y, prior) checked: the problem first, a `DiffusionPrior`, finite measurements, 1 <= steps <= T and a
-    finite noise level >= 0 (or None)."""
+    finite noise level >= 0 (or None, unless `noise_required`)."""
     A, y, prior = problem_first(A, y, prior, DiffusionPrior, who)
     y = check_measurement(A, y, who)
     if not (isinstance(steps, int) and 1 <= steps <= prior.num_timesteps):
         raise ValueError(f"{who}: argument 'steps' must be an integer in [1, {prior.num_timesteps}], got {steps!r}")
+    if noise_level is None and noise_required:
+        raise ValueError(f"{who}: argument 'noise_level' is required (σ per measurement entry; "
+                         f"imaging.estimate_noise(y, A) estimates it)")
     if noise_level is not None and not (isinstance(noise_level, (int, float)) and math.isfinite(noise_level)
                                         and noise_level >= 0):
         raise ValueError(f"{who}: argument 'noise_level' must be a finite number >= 0, got {noise_level!r}")

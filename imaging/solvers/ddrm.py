@@ -23,7 +23,7 @@ from imaging.operators.base import LinearOperator
 from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._diffusion import alpha_bar, check_problem, data_rms, timesteps
 from imaging.solvers._variational import SeededNoise, schedule_check
-from imaging.solvers.base import IterativeSolver, require_linear
+from imaging.solvers.base import IterativeSolver, real_part, require_linear
 
 
 class DDRM(IterativeSolver):
@@ -45,16 +45,12 @@ class DDRM(IterativeSolver):
     def __init__(self, A: LinearOperator, y: torch.Tensor, prior: DiffusionPrior, *, noise_level: float,
                  steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, seed: int | None = 0,
                  **loop_options) -> None:
-        A, y, prior = check_problem(A, y, prior, "DDRM", steps, noise_level)
+        A, y, prior = check_problem(A, y, prior, "DDRM", steps, noise_level, noise_required=True)
         require_linear(A, "DDRM")
-        if noise_level is None:
-            raise ValueError("DDRM: argument 'noise_level' is required (σ per measurement entry; "
-                             "imaging.estimate_noise(y, A) estimates it)")
         for name, value in (("eta", eta), ("eta_b", eta_b)):
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise ValueError(f"DDRM: argument '{name}' must be in [0, 1], got {value!r}")
-        like = A.adjoint(y)
-        like = like.real if like.is_complex() else like
+        like = real_part(A.adjoint(y))
         try:
             self.svd = A.svd(like)
         except NotImplementedError as error:

@@ -23,7 +23,7 @@ from imaging.operators.base import LinearOperator
 from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._diffusion import alpha_bar, check_problem, data_rms, ddim_update, timesteps
 from imaging.solvers._variational import SeededNoise, schedule_check
-from imaging.solvers.base import IterativeSolver, require_linear
+from imaging.solvers.base import IterativeSolver, real_part, require_linear
 
 
 class DiffPIR(IterativeSolver):
@@ -51,16 +51,14 @@ class DiffPIR(IterativeSolver):
     def __init__(self, A: LinearOperator, y: torch.Tensor, prior: DiffusionPrior, *, noise_level: float,
                  steps: int = 100, spacing: str = "quadratic", lam: float = 1.0, zeta: float = 1.0,
                  cg_iter: int = 50, cg_tol: float = 1e-6, seed: int | None = 0, **loop_options) -> None:
-        A, y, prior = check_problem(A, y, prior, "DiffPIR", steps, noise_level)
+        A, y, prior = check_problem(A, y, prior, "DiffPIR", steps, noise_level, noise_required=True)
         require_linear(A, "DiffPIR")
-        if noise_level is None:
-            raise ValueError("DiffPIR: argument 'noise_level' is required (σ per measurement entry; "
-                             "imaging.estimate_noise(y, A) estimates it)")
         if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
             raise ValueError(f"DiffPIR: argument 'lam' must be a finite number > 0, got {lam!r}")
         if not (isinstance(zeta, (int, float)) and 0 <= zeta <= 1):
             raise ValueError(f"DiffPIR: argument 'zeta' must be in [0, 1], got {zeta!r}")
         self.operator, self.y, self.prior = A, y, prior
+        self.adjoint_y = real_part(A.adjoint(y))  # Aᴴy: the data step's constant part, and the image's shape
         self.timesteps = timesteps(prior, steps, spacing)
         self.noise_level, self.lam, self.zeta, self.seed = float(noise_level), float(lam), float(zeta), seed
         self.cg_iter, self.cg_tol = cg_iter, cg_tol
@@ -70,10 +68,8 @@ class DiffPIR(IterativeSolver):
         if x0 is not None:
             raise ValueError("DiffPIR: it samples from noise; argument 'x0' is not used")
         noise = SeededNoise(self.seed)
-        like = self.operator.adjoint(self.y)
-        like = like.real if like.is_complex() else like
-        self.prior.check_image(like, "DiffPIR", "the image A^H y")
-        return {"x": noise.like(like), "k": 0, "noise": noise}
+        self.prior.check_image(self.adjoint_y, "DiffPIR", "the image A^H y")
+        return {"x": noise.like(self.adjoint_y), "k": 0, "noise": noise}
 
     def rho(self, t: int) -> float:
         """ρ_t = λ σ_n² / σ̄_t² (σ_n in the model range)."""
@@ -82,15 +78,10 @@ class DiffPIR(IterativeSolver):
 
     def data_step(self, x0: torch.Tensor, rho: float) -> torch.Tensor:
         """argmin_x ‖y − A x‖² + ρ ‖x − x0‖² in the image range: (AᴴA + ρ I) x = Aᴴy + ρ x0 by CG from x0."""
-        A = self.operator
-        rhs = A.adjoint(self.y)
-        rhs = (rhs.real if rhs.is_complex() else rhs) + rho * x0
-
         def normal(v: torch.Tensor) -> torch.Tensor:
-            out = A.normal(v)
-            return (out.real if out.is_complex() else out) + rho * v
+            return real_part(self.operator.normal(v)) + rho * v
 
-        return conjugate_gradient(normal, rhs, x0=x0, tol=self.cg_tol, max_iter=self.cg_iter).x
+        return conjugate_gradient(normal, self.adjoint_y + rho * x0, x0=x0, tol=self.cg_tol, max_iter=self.cg_iter).x
 
     def step(self, state):
         prior, k = self.prior, state["k"]
