@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--data", help="train on random crops of this folder of images (e.g. train400)")
     parser.add_argument("--crops", type=int, default=16, help="how many training crops with --data")
     parser.add_argument("--out-file", default="imaging/weights/foe_denoise_sigma25.safetensors", help="where --save writes")
+    parser.add_argument("--atom-scale", type=float, default=0.1,
+                        help="the DCT atoms' starting size relative to the TV filters (FieldOfExperts.from_tv)")
+    parser.add_argument("--snapshot", help="write θ here every 10 MAID steps (keep what a long run reached)")
     args = parser.parse_args()
     progress = not args.no_progress
     if args.data:
@@ -77,13 +80,19 @@ def main() -> None:
 
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
     model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
-        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size)
+        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size, atom_scale=args.atom_scale)
     model.log_weights.requires_grad_(False)  # folded into the filters (see FieldOfExperts.from_tv)
     previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
+
+    def snapshot(iteration, state, metrics):
+        if args.snapshot and iteration % 10 == 0:
+            problem.load(state["theta"])
+            save_weights(dict(model.named_parameters()), args.snapshot, {"maid_steps": iteration, "upper": metrics.get("upper")})
+
     result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=args.step0, max_iter=args.max_iter, tol=1e-6,
-                  progress=progress)
+                  progress=progress, callback=snapshot)
     seconds = time.perf_counter() - start
     problem.load(result.theta)
     foe_test = DenoisingBilevel(test_y, test_true, model)
@@ -119,7 +128,7 @@ def main() -> None:
     plt.close(fig)
     if args.save:
         settings = {"train": args.data or TRAIN, "crops": len(x_true), "crop": args.size, "sigma": SIGMA, "filters": args.filters,
-                    "filter_size": args.filter_size, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
+                    "filter_size": args.filter_size, "atom_scale": args.atom_scale, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
                     "potential": model.potential, "padding": model.padding,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}

@@ -141,15 +141,11 @@ def figure_calibration(problem: SensorArrayProblem, runs: dict[str, dict], title
         history = runs[name]["history"]
         passes, error_x, error_d = (history[k].numpy() for k in ("passes", "error_x", "error_gains"))
         label = f"{name}: {runs[name]['error_x']:.1e}"
-        if name == "least squares":  # a direct solve: only its result (after its CG passes) is a point on the path
-            ax.semilogy(passes[-1:], error_x[-1:], color=colour, ls="none", marker="o", ms=6, label=label)
-            ax.semilogy(passes[-1:], error_d[-1:], color=colour, ls="none", marker="o", ms=6, mfc="none")
-        else:
-            ax.semilogy(passes, error_x, color=colour, lw=1.4, label=label)
-            ax.semilogy(passes, error_d, color=colour, lw=0.9, ls="--")
+        ax.semilogy(passes, error_x, color=colour, lw=1.4, label=label)  # least squares: one point per CG step
+        ax.semilogy(passes, error_d, color=colour, lw=0.9, ls="--")
     ax.axhline(uncal["error_x"], color="0.5", lw=0.8, ls=":", label=f"uncalibrated: {uncal['error_x']:.1e}")
     ax.set_xlabel("passes over the sensing matrices")
-    ax.set_ylabel("relative error (solid, ●: x;  dashed, ○: d)")
+    ax.set_ylabel("relative error (solid: x;  dashed: d)")
     ax.set_title("convergence", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7.5, loc="upper right")

@@ -595,14 +595,16 @@ def simulate(inputs, noise_level, out, overwrite, **options):
               help="output folder: image.npy (n,), gains.npy (m,) with mean 1, metrics.json")
 def calibrate(y_file, a_file, method, max_iter, out):
     """Blind gain calibration of a sensor array: recover the image and the sensors' gains from y_l = diag(d) A_l x."""
-    from imaging.calibration import METHODS as CALIBRATION_METHODS, DenseGainSensing
+    from imaging import calibration
     from imaging.data import save_text_atomically, write_image
 
     y = torch.from_numpy(np.load(y_file, allow_pickle=False))
     A = torch.from_numpy(np.load(a_file, allow_pickle=False))
     single = y.dim() == 2
+    solvers = {"pgd": calibration.pgd, "ls": calibration.least_squares, "spectral": calibration.spectral,
+               "alternating": calibration.alternating, "uncalibrated": calibration.uncalibrated}
     options = {"max_iter": max_iter} if method in ("pgd", "alternating") else {}
-    result = CALIBRATION_METHODS[method](DenseGainSensing(A), y[None] if single else y, **options)
+    result = solvers[method](calibration.DenseGainSensing(A), y[None] if single else y, **options)
     out = Path(out)
     write_image(out / "image.npy", result.x[0] if single else result.x, overwrite=True)
     write_image(out / "gains.npy", result.gains[0] if single else result.gains, overwrite=True)

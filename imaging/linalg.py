@@ -134,6 +134,13 @@ def cg_start(normal: Callable[[Vector], Vector], rhs: Vector, x0: Vector | None 
     return CGState(x, r, z, z, rz, stop, reference2, torch.zeros_like(rz, dtype=torch.bool), matvecs, aux0)
 
 
+def check_cg_finite(state: CGState, iterations: int, who: str = "conjugate_gradient") -> None:
+    """Raise FloatingPointError when a CG step left a non-finite residual (H or the preconditioner broke)."""
+    if not bool(torch.isfinite(state.rz).all()):
+        raise FloatingPointError(f"{who}: the residual became {float(state.rz.max())} at step {iterations}: H "
+                                 f"(normal) or the preconditioner returned non-finite values")
+
+
 def cg_step(normal: Callable[[Vector], Vector], state: CGState, *,
             preconditioner: Callable[[Vector], Vector] | None = None, track: bool = False) -> CGState:
     """One conjugate-gradient step; samples that have met their threshold keep their iterate."""
@@ -191,7 +198,5 @@ def conjugate_gradient(normal: Callable[[Vector], Vector], rhs: Vector, x0: Vect
     while iterations < max_iter and bool(state.active.any()):
         state = cg_step(normal, state, preconditioner=preconditioner, track=track)
         iterations += 1
-        if not bool(torch.isfinite(state.rz).all()):
-            raise FloatingPointError(f"conjugate_gradient: the residual became {float(state.rz.max())} at step "
-                                     f"{iterations}: H (normal) or the preconditioner returned non-finite values")
+        check_cg_finite(state, iterations)
     return CGResult(state.x, iterations, state.matvecs, state.relative_residual, state.converged, state.aux)

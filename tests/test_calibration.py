@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from imaging.calibration import (DenseGainSensing, GainSensing, RandomMaskDCTSensing, calibrate, fix_gauge, pgd,
-                                 project_gains, relative_error)
+from imaging.calibration import (DenseGainSensing, GainSensing, RandomMaskDCTSensing, alternating, calibrate, fix_gauge,
+                                 least_squares, pgd, project_gains, relative_error, spectral, uncalibrated)
 from imaging.calibration.common import back_projection, loss_of
 
 
@@ -59,7 +59,7 @@ def test_closed_form_gradients_match_autograd(dtype):
 # T2, T5, T10 --------------------------------------------------------------------------------------------------------
 def test_pgd_recovers_noiseless_dense_32x32():
     sensing, y, x, d = problem(1024, 1024, 10, seed=1)
-    result = calibrate(y[0], sensing.A, "pgd", max_iter=400, x_true=x[0], gains_true=d[0])
+    result = calibrate(y[0], sensing.A, pgd, max_iter=400, x_true=x[0], gains_true=d[0])
     err_x, err_d = errors(result, x, d)
     assert err_x <= 1e-5 and err_d <= 1e-5 and result.iterations <= 400
     assert result.x.shape == (1024,) and result.gains.shape == (1024,)
@@ -76,9 +76,9 @@ def test_noise_degrades_gracefully():
     found = {}
     for snr in (30, 40):
         sensing, y, x, d = problem(1024, 1024, 10, seed=2, snr=snr)
-        found[snr] = errors(calibrate(y[0], sensing, "pgd"), x, d)
+        found[snr] = errors(calibrate(y[0], sensing, pgd), x, d)
         if snr == 30:
-            naive = errors(calibrate(y[0], sensing, "uncalibrated"), x, d)[0]
+            naive = errors(calibrate(y[0], sensing, uncalibrated), x, d)[0]
     assert max(found[30]) <= 2.5e-2
     assert found[30][0] <= 0.5 * naive
     assert 0.2 <= found[40][0] / found[30][0] <= 0.5
@@ -94,21 +94,21 @@ def success_rate(method, n, m, p, trials=10, **options):
 
 def test_phase_transition_sanity():
     n = 32
-    for method in ("pgd", "ls", "spectral"):  # m p < m + n − 1: every method fails
-        assert success_rate(method, n, 8, 4, max_iter=500) == 0.0 if method == "pgd" else \
+    for method in (pgd, least_squares, spectral):  # m p < m + n − 1: every method fails
+        assert success_rate(method, n, 8, 4, max_iter=500) == 0.0 if method is pgd else \
             success_rate(method, n, 8, 4) == 0.0
-    assert success_rate("pgd", n, 32, 4, max_iter=3000) >= 0.9   # p >= 4 and m p >= 2 (m + n)
-    assert success_rate("pgd", n, 64, 6, max_iter=3000) >= 0.9
-    for method in ("ls", "spectral"):                               # m p >= m + n: exact
+    assert success_rate(pgd, n, 32, 4, max_iter=3000) >= 0.9   # p >= 4 and m p >= 2 (m + n)
+    assert success_rate(pgd, n, 64, 6, max_iter=3000) >= 0.9
+    for method in (least_squares, spectral):  # m p >= m + n: exact
         assert success_rate(method, n, 16, 3) == 1.0
         assert success_rate(method, n, 64, 2) == 1.0
 
 
 def test_batched_equals_individual_problems():
     sensing, y, x, d = problem(32, 32, 6, batch=3, seed=5)
-    batched = calibrate(y, sensing, "pgd", max_iter=50)
+    batched = calibrate(y, sensing, pgd, max_iter=50)
     for b in range(3):
-        single = calibrate(y[b], sensing.A[b], "pgd", max_iter=50)
+        single = calibrate(y[b], sensing.A[b], pgd, max_iter=50)
         assert torch.allclose(single.x, batched.x[b], rtol=1e-8, atol=1e-10)
 
 
@@ -146,7 +146,7 @@ def test_image_subspace_prior():
 
 
 # T8 -----------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["ls", "spectral", "alternating"])
+@pytest.mark.parametrize("method", [least_squares, spectral, alternating], ids=lambda f: f.__name__)
 def test_linear_methods_exact_and_gauge_fixed(method):
     sensing, y, x, d = problem(256, 256, 6, seed=4)
     result = calibrate(y[0], sensing, method)
@@ -164,8 +164,8 @@ def test_complex_gains_gain_and_phase():
         1j * 0.5 * torch.randn(1, m, generator=gen, dtype=torch.float64))
     d = d / d.mean()
     y = DenseGainSensing(A)(x, d)
-    for method in ("pgd", "ls"):
-        result = calibrate(y[0], A, method, **({"rho": None, "max_iter": 2000} if method == "pgd" else {}))
+    for method in (pgd, least_squares):
+        result = calibrate(y[0], A, method, **({"rho": None, "max_iter": 2000} if method is pgd else {}))
         assert max(errors(result, x, d)) < 1e-5, method
 
 
@@ -204,7 +204,7 @@ def test_custom_sensing_operator():
     x = torch.randn(1, n, generator=gen, dtype=torch.float64)
     d = random_gains(n, seed=12, spread=0.3)
     y = sensing(x, d)
-    for method in ("ls", "pgd"):
+    for method in (least_squares, pgd):
         result = calibrate(y[0], sensing, method, max_iter=3000)
         assert max(errors(result, x, d)) < 1e-4, method
 
@@ -227,31 +227,35 @@ def test_projection_onto_the_gain_set():
 def test_gain_bounds_must_keep_gains_positive(rho):
     sensing, y, _, _ = problem(16, 16, 4)
     with pytest.raises(ValueError, match="'rho'"):
-        calibrate(y[0], sensing, "pgd", rho=rho)
+        calibrate(y[0], sensing, pgd, rho=rho)
 
 
 def test_bad_measurements_are_reported():
     sensing, y, _, _ = problem(16, 16, 4)
     with pytest.raises(ValueError, match=r"shape \(B, p, m\)"):
-        calibrate(y[0, :3], sensing, "pgd")
+        calibrate(y[0, :3], sensing, pgd)
     bad = y.clone()
     bad[0, 1, 2] = math.nan
     with pytest.raises(ValueError, match="non-finite"):
-        calibrate(bad[0], sensing, "ls")
+        calibrate(bad[0], sensing, least_squares)
     with pytest.raises(TypeError, match="dtype"):
-        calibrate(y[0].float(), sensing, "pgd")
+        calibrate(y[0].float(), sensing, pgd)
     with pytest.raises(ValueError, match="method"):
         calibrate(y[0], sensing, "magic")
+    with pytest.raises(TypeError, match="'method' must be a calibration solver"):
+        calibrate(y[0], sensing, 3)
+    with pytest.warns(DeprecationWarning, match="method=imaging.calibration.least_squares"):
+        calibrate(y[0], sensing, "ls")
     with pytest.raises(ValueError, match="'A'"):
-        calibrate(y[0], torch.randn(16, 16), "pgd")
+        calibrate(y[0], torch.randn(16, 16), pgd)
 
 
 # T9 (GPU only) ------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method", ["pgd", "ls", "alternating"])
+@pytest.mark.parametrize("method", [pgd, least_squares, alternating], ids=lambda f: f.__name__)
 def test_cuda_trajectory_matches_cpu(method):
     sensing, y, x, d = problem(1024, 1024, 10, seed=6, dtype=torch.float32)
-    options = {"max_iter": 50, "tol": 0.0} if method != "ls" else {}
+    options = {"max_iter": 50, "tol": 0.0} if method is not least_squares else {}
     cpu = calibrate(y[0], sensing.A, method, **options)
     gpu = calibrate(y[0].cuda(), sensing.A.cuda(), method, **options)
     assert float(relative_error(gpu.x.cpu()[None], cpu.x[None])) <= 1e-4
@@ -262,8 +266,8 @@ def test_cuda_trajectory_matches_cpu(method):
 def test_cuda_graph_replay_matches_eager_cuda():
     sensing, y, x, d = problem(1024, 1024, 10, seed=7, dtype=torch.float32)
     A, y = sensing.A.cuda(), y.cuda()
-    graph = calibrate(y[0], A, "pgd", max_iter=45, tol=0.0, x_true=x[0].cuda(), gains_true=d[0].cuda())
-    eager = calibrate(y[0], A, "pgd", max_iter=45, tol=0.0, cuda_graph=False)
+    graph = calibrate(y[0], A, pgd, max_iter=45, tol=0.0, x_true=x[0].cuda(), gains_true=d[0].cuda())
+    eager = calibrate(y[0], A, pgd, max_iter=45, tol=0.0, cuda_graph=False)
     assert graph.iterations == eager.iterations == 45 and graph.history["loss"].shape == (46,)
     assert float(relative_error(graph.x[None], eager.x[None])) <= 1e-5
     assert bool((graph.history["error_x"][1:] <= graph.history["error_x"][:-1] * 1.01).all())
@@ -308,7 +312,7 @@ def test_a_sensing_model_with_only_sense_calibrates():
     sensing = SenseOnly(torch.randn(6, n, generator=gen, dtype=torch.float64))
     x = torch.randn(1, n, generator=gen, dtype=torch.float64)
     d = random_gains(n, seed=7, spread=0.3)
-    result = calibrate(sensing(x, d)[0], sensing, "ls")
+    result = calibrate(sensing(x, d)[0], sensing, least_squares)
     assert max(errors(result, x, d)) < 1e-6
 
     class Empty(GainSensing):
@@ -322,7 +326,7 @@ def test_a_sensing_model_with_only_sense_calibrates():
         Empty(2, 3, 0)
 
 
-@pytest.mark.parametrize("method", ["ls", "spectral", "uncalibrated", "pgd", "alternating"])
+@pytest.mark.parametrize("method", [least_squares, spectral, uncalibrated, pgd, alternating], ids=lambda f: f.__name__)
 def test_non_finite_or_overflowing_inputs_never_converge(method):
     """One NaN in A is rejected; A scaled by 1e200 overflows inside the solve: an error, never a converged NaN."""
     sensing, y, _, _ = problem(16, 16, 4)
@@ -342,7 +346,7 @@ def test_calibration_returns_the_library_result():
     from imaging.solvers import Result
 
     sensing, y, _, _ = problem(16, 16, 4)
-    result = calibrate(y[0], sensing, "ls")
+    result = calibrate(y[0], sensing, least_squares)
     assert isinstance(result, Result) and result.iterations >= 1 and result.converged is True
     assert result.gains.shape == (16,) and result.x.shape == (16,)
 
@@ -380,3 +384,28 @@ def test_blocks_of_iterations_give_the_eager_answer(monkeypatch):
     torch.testing.assert_close(blocked.history["loss"], eager.history["loss"])
     torch.testing.assert_close(blocked.history["passes"], eager.history["passes"])
     assert bool((blocked.converged == eager.converged).all())
+
+
+def test_least_squares_and_spectral_run_on_the_library_loop():
+    """A least-squares step is one PCG iteration (its history records each iterate), the spectral method's a
+    PCG-solved inverse iteration; a solve stopped by max_iter is not converged and says so once."""
+    from imaging import ConvergenceWarning
+    from imaging.calibration import LeastSquares, Spectral
+
+    sensing, y, x, d = problem(64, 64, 4, seed=3)
+    result = calibrate(y[0], sensing, LeastSquares, x_true=x[0], gains_true=d[0])
+    assert result.converged is True and max(errors(result, x, d)) < 1e-6
+    assert result.history["loss"].shape == (result.iterations + 1,) and result.iterations > 5
+    assert float(result.history["error_x"][-1]) < 1e-6 < float(result.history["error_x"][1])
+    assert bool((result.history["passes"][1:] > result.history["passes"][:-1]).all())
+    with pytest.warns(ConvergenceWarning, match="0 of 1 problems converged") as caught:
+        short = calibrate(y[0], sensing, least_squares, max_iter=3)
+    assert len(caught) == 1 and short.converged is False and short.iterations == 3
+    with pytest.warns(ConvergenceWarning):
+        assert calibrate(y[0], sensing, spectral, max_iter=3).converged is False
+    spectral_result = calibrate(y[0], sensing, Spectral, inverse_iterations=2)
+    assert spectral_result.iterations == 2 and spectral_result.history["loss"].shape == (3,)
+    assert spectral_result.converged is True and max(errors(spectral_result, x, d)) < 1e-6
+    calls = []
+    calibrate(y[0], sensing, least_squares, callback=lambda i, state, metrics: calls.append(i) or i == 2, warn=False)
+    assert calls == [1, 2]

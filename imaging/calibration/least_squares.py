@@ -9,7 +9,9 @@ mp ≥ m + n − 1 (and the A_l are generic), which fixes z up to scale.
 - Spectral: z = the right singular vector of M for its smallest singular value, by inverse iteration from the
   least-squares solution (PCG solves of (MᴴM + δI) q = z).
 
-Both back-transform d = 1/s and fix the gauge mean(d) = 1. One PCG iteration applies
+Both back-transform d = 1/s and fix the gauge mean(d) = 1, and run on the library's loop (`LeastSquares`: a step is
+one PCG iteration; `Spectral`: the least-squares solve, then a step per inverse iteration), so `converged` says
+whether every PCG solve met its tolerance and a `ConvergenceWarning` says when one did not. One PCG iteration applies
 MᴴM [s; x] = [Σ_l |y_l|² s − Σ_l ȳ_l ⊙ A_l x ;  Σ_l A_lᴴ A_l x − Σ_l A_lᴴ (y_l ⊙ s)]
 with a single `normal_pass` over the sensing matrices.
 """
@@ -17,10 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, History, check_measurements, expand_truth, fix_gauge,
-                                        loss_of)
+from imaging.calibration.common import CalibrationResult, CalibrationSolver, fix_gauge, loss_of
 from imaging.calibration.sensing import GainSensing
-from imaging.linalg import batch_dot, conjugate_gradient
+from imaging.linalg import batch_dot, cg_start, cg_step, check_cg_finite, conjugate_gradient
 
 
 class _NormalEquations:
@@ -42,21 +43,18 @@ class _NormalEquations:
         return (self.y_energy * s - (self.y.conj() * v).sum(1) + self.shift * s, AhAx - Ahys + self.shift * x)
 
 
-def _pcg(op: _NormalEquations, rhs: tuple[torch.Tensor, torch.Tensor], z0: tuple[torch.Tensor, torch.Tensor],
-         constrained: bool, tol: float, max_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve op(z) = rhs by the library's conjugate gradient from z0 (batched, block unknowns (s, x)) with the
-    Jacobi preconditioner, to a relative preconditioned residual `tol`; with `constrained`, on the subspace
-    Σ_i s_i = const (the preconditioned residual is projected obliquely onto Σ_i g_s = 0)."""
+def _jacobi(op: _NormalEquations, constrained: bool):
+    """The Jacobi preconditioner r -> D⁻¹ r of op; with `constrained`, on the subspace Σ_i s_i = const (the
+    preconditioned residual is projected obliquely onto Σ_i g_s = 0: g − D⁻¹w (wᵀg)/(wᵀD⁻¹w) with w = [1_m; 0])."""
     inv = tuple(1 / d for d in op.diagonal)
 
     def precondition(r):
         g = (inv[0] * r[0], inv[1] * r[1])
-        if constrained:  # g − D⁻¹w (wᵀg)/(wᵀD⁻¹w) with w = [1_m; 0]
+        if constrained:
             g = (g[0] - inv[0] * (g[0].sum(1, keepdim=True) / inv[0].sum(1, keepdim=True)), g[1])
         return g
 
-    return conjugate_gradient(op, rhs, z0, tol=tol, max_iter=max_iter, preconditioner=precondition,
-                              relative_to_start=True).x
+    return precondition
 
 
 def _back_transform(z: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,69 +62,156 @@ def _back_transform(z: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor,
     return fix_gauge(x, 1 / s)
 
 
-def _finish(sensing, y, z, history, passes, owner_passes):
-    x, gains = _back_transform(z)
-    r = gains[:, None, :] * sensing.sense(x) - y
-    history.record(x, gains, loss_of(r), passes + owner_passes)
-    return x, gains
-
-
 def _default_tol(tol: float | None, y: torch.Tensor) -> float:
+    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"calibration: argument 'tol' must be a number >= 0, got {tol!r}")
     return tol if tol is not None else (1e-10 if y.real.dtype == torch.float64 else 1e-5)
+
+
+def _start(y: torch.Tensor, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_p = [1; 0]: unit gains and a zero image (on the constraint mean(s) = 1)."""
+    B, _, m = y.shape
+    return (torch.ones(B, m, dtype=y.dtype, device=y.device),
+            torch.zeros(B, pixels, dtype=y.dtype, device=y.device))
+
+
+class LeastSquares(CalibrationSolver):
+    """Linear least-squares self-calibration on the library's loop (see `least_squares`): a step is one projected
+    PCG iteration on the normal equations; the history records the calibration loss of every iterate (its
+    `passes` count the normal passes of the solve, not the extra pass that evaluates the loss)."""
+
+    name = "least squares"
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
+                 x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
+                 progress: bool = False, callback=None) -> None:
+        super().__init__(sensing, y, "calibration.least_squares", max_iter=max_iter, steps=max_iter, x_true=x_true,
+                         gains_true=gains_true, progress=progress, callback=callback)
+        self.cg_tol = _default_tol(tol, y)
+
+    def init(self, x0):
+        if x0 is not None:
+            raise ValueError("calibration.least_squares: starts from unit gains and a zero image; argument 'x0' is "
+                             "not used")
+        ones, zero_x = _start(self.y, self.sensing.pixels)
+        self.op = _NormalEquations(self.sensing, self.y, shift=0.0)
+        self.precondition = _jacobi(self.op, constrained=True)
+        self.history.record(zero_x, ones, loss_of(-self.y), 0)
+        # z = z_p + t with z_p = [1; 0] on the constraint and t on its tangent space: solve MᴴM z = 0 from z_p.
+        cg = cg_start(self.op, (torch.zeros_like(ones), zero_x), (ones, zero_x), tol=self.cg_tol,
+                      preconditioner=self.precondition, relative_to_start=True)
+        return {"cg": cg, "iterations": 0}
+
+    def step(self, state):
+        cg = cg_step(self.op, state["cg"], preconditioner=self.precondition)
+        state.update(cg=cg, iterations=state["iterations"] + 1)
+        check_cg_finite(cg, state["iterations"], self.owner)
+        x, gains = _back_transform(cg.x)
+        loss = loss_of(gains[:, None, :] * self.sensing.sense(x) - self.y)
+        self.history.record(x, gains, loss, self.op.passes)
+        return state, self.step_metrics(loss)
+
+    def stopped(self, state) -> torch.Tensor:
+        return ~state["cg"].active
+
+    def converged(self, state) -> torch.Tensor:
+        return state["cg"].converged
+
+    def iterate(self, state):
+        return _back_transform(state["cg"].x)
+
+    def iterations(self, state) -> int:
+        return state["iterations"]
+
+
+class Spectral(CalibrationSolver):
+    """Spectral self-calibration on the library's loop (see `spectral`): the least-squares solve at the start, then
+    a step per inverse iteration (one PCG solve of (MᴴM + δI) q = z each); converged when every PCG solve met its
+    tolerance."""
+
+    name = "spectral"
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
+                 inverse_iterations: int = 3, x_true: torch.Tensor | None = None,
+                 gains_true: torch.Tensor | None = None, progress: bool = False, callback=None) -> None:
+        owner = "calibration.spectral"
+        if not isinstance(inverse_iterations, int) or inverse_iterations < 1:
+            raise ValueError(f"{owner}: argument 'inverse_iterations' must be an integer >= 1, got "
+                             f"{inverse_iterations!r}")
+        super().__init__(sensing, y, owner, max_iter=max_iter, steps=inverse_iterations, x_true=x_true,
+                         gains_true=gains_true, progress=progress, callback=callback)
+        self.cg_tol = _default_tol(tol, y)
+
+    def _solve(self, op, rhs, z0, constrained: bool, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        solved = conjugate_gradient(op, rhs, z0, tol=self.cg_tol, max_iter=self.iteration_limit,
+                                    preconditioner=_jacobi(op, constrained), relative_to_start=True)
+        state["converged"] &= solved.converged
+        return solved.x
+
+    def _record(self, state) -> torch.Tensor:
+        x, gains = self.iterate(state)
+        loss = loss_of(gains[:, None, :] * self.sensing.sense(x) - self.y)
+        self.history.record(x, gains, loss, self.exact.passes + self.shifted.passes)
+        return loss
+
+    def init(self, x0):
+        if x0 is not None:
+            raise ValueError("calibration.spectral: starts from the least-squares solution; argument 'x0' is not "
+                             "used")
+        ones, zero_x = _start(self.y, self.sensing.pixels)
+        self.exact = _NormalEquations(self.sensing, self.y, shift=0.0)
+        self.shifted = _NormalEquations(self.sensing, self.y, shift=1e-12)
+        self.history.record(zero_x, ones, loss_of(-self.y), 0)
+        state = {"iterations": 0, "converged": torch.ones(self.y.shape[0], dtype=torch.bool, device=self.y.device)}
+        state["z"] = self._solve(self.exact, (torch.zeros_like(ones), zero_x), (ones, zero_x), True, state)
+        return state
+
+    def step(self, state):
+        z = state["z"]
+        norm = batch_dot(z, z).sqrt()[:, None]
+        z = (z[0] / norm, z[1] / norm)
+        # Problems whose z is already a null vector (Rayleigh quotient at the shift: the noiseless case) keep it:
+        # their right-hand side becomes (MᴴM + δI) z, solved by z itself.
+        Az = self.shifted(z)
+        is_null = (batch_dot(z, Az) <= 2 * self.shifted.shift)[:, None]
+        rhs = (torch.where(is_null, Az[0], z[0]), torch.where(is_null, Az[1], z[1]))
+        state["z"] = self._solve(self.shifted, rhs, z, False, state)
+        state["iterations"] += 1
+        return state, self.step_metrics(self._record(state))
+
+    def stopped(self, state) -> torch.Tensor:
+        return torch.zeros_like(state["converged"])  # runs its inverse iterations
+
+    def converged(self, state) -> torch.Tensor:
+        return state["converged"]
+
+    def iterate(self, state):
+        z = state["z"]
+        phase = z[0].mean(1, keepdim=True)
+        phase = phase / phase.abs()  # sign (phase) fixed so that mean(s) is real and positive
+        return _back_transform((z[0] / phase, z[1] / phase))
+
+    def iterations(self, state) -> int:
+        return state["iterations"]
 
 
 def least_squares(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
                   x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
-                  progress: bool = False) -> CalibrationResult:
+                  progress: bool = False, callback=None, warn: bool = True) -> CalibrationResult:
     """Linear least-squares self-calibration: min Σ_l ‖y_l ⊙ s − A_l x‖² subject to mean(s) = 1, then d = 1/s.
     Exact (noiseless) when mp ≥ m + n − 1; tol is the relative preconditioned residual of the CG solve (default
-    1e-10 in float64, 1e-5 in float32)."""
-    owner = "calibration.least_squares"
-    check_measurements(sensing, y, owner)
-    tol = _default_tol(tol, y)
-    B, p, m = y.shape
-    history = History(expand_truth(x_true, B), expand_truth(gains_true, B), 1, progress, "least squares")
-    with torch.no_grad():
-        op = _NormalEquations(sensing, y, shift=0.0)
-        zero_x = torch.zeros(B, sensing.pixels, dtype=y.dtype, device=y.device)
-        ones = torch.ones(B, m, dtype=y.dtype, device=y.device)
-        history.record(zero_x, ones, loss_of(-y), 0)
-        # z = z_p + t with z_p = [1; 0] on the constraint and t on its tangent space: solve MᴴM t = −MᴴM z_p.
-        z = _pcg(op, (torch.zeros_like(ones), zero_x), (ones, zero_x), constrained=True, tol=tol, max_iter=max_iter)
-        x, gains = _finish(sensing, y, z, history, op.passes, 1)
-    return history.result(x, gains, 1, torch.ones(B, dtype=torch.bool, device=y.device))
+    1e-10 in float64, 1e-5 in float32), max_iter its iterations. Runs on the library's loop (`LeastSquares`): a
+    `ConvergenceWarning` when a problem's CG has not reached tol."""
+    return LeastSquares(sensing, y, tol=tol, max_iter=max_iter, x_true=x_true, gains_true=gains_true,
+                        progress=progress, callback=callback).run(warn=warn)
 
 
 def spectral(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
              inverse_iterations: int = 3, x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
-             progress: bool = False) -> CalibrationResult:
+             progress: bool = False, callback=None, warn: bool = True) -> CalibrationResult:
     """Spectral self-calibration: z = [s; x] = the smallest right singular vector of M (sign fixed so that
-    Re mean(s) > 0), by inverse iteration from the least-squares solution; then d = 1/s with mean(d) = 1."""
-    owner = "calibration.spectral"
-    check_measurements(sensing, y, owner)
-    tol = _default_tol(tol, y)
-    B, p, m = y.shape
-    history = History(expand_truth(x_true, B), expand_truth(gains_true, B), inverse_iterations + 1, progress,
-                      "spectral")
-    with torch.no_grad():
-        exact = _NormalEquations(sensing, y, shift=0.0)
-        zero_x = torch.zeros(B, sensing.pixels, dtype=y.dtype, device=y.device)
-        ones = torch.ones(B, m, dtype=y.dtype, device=y.device)
-        history.record(zero_x, ones, loss_of(-y), 0)
-        z = _pcg(exact, (torch.zeros_like(ones), zero_x), (ones, zero_x), constrained=True, tol=tol,
-                 max_iter=max_iter)
-        shifted = _NormalEquations(sensing, y, shift=1e-12)
-        for _ in range(inverse_iterations):
-            norm = batch_dot(z, z).sqrt()[:, None]
-            z = (z[0] / norm, z[1] / norm)
-            # Problems whose z is already a null vector (Rayleigh quotient at the shift: the noiseless case) keep it:
-            # their right-hand side becomes (MᴴM + δI) z, solved by z itself.
-            Az = shifted(z)
-            is_null = (batch_dot(z, Az) <= 2 * shifted.shift)[:, None]
-            rhs = (torch.where(is_null, Az[0], z[0]), torch.where(is_null, Az[1], z[1]))
-            z = _pcg(shifted, rhs, z, constrained=False, tol=tol, max_iter=max_iter)
-        phase = z[0].mean(1, keepdim=True)
-        phase = phase / phase.abs()
-        z = (z[0] / phase, z[1] / phase)
-        x, gains = _finish(sensing, y, z, history, exact.passes + shifted.passes, 1)
-    return history.result(x, gains, inverse_iterations, torch.ones(B, dtype=torch.bool, device=y.device))
+    Re mean(s) > 0), by `inverse_iterations` inverse iterations from the least-squares solution (PCG solves to
+    tol, at most max_iter iterations each); then d = 1/s with mean(d) = 1. Runs on the library's loop
+    (`Spectral`): a `ConvergenceWarning` when one of a problem's PCG solves has not reached tol."""
+    return Spectral(sensing, y, tol=tol, max_iter=max_iter, inverse_iterations=inverse_iterations, x_true=x_true,
+                    gains_true=gains_true, progress=progress, callback=callback).run(warn=warn)
