@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--out-file", default="imaging/weights/foe_denoise_sigma25.safetensors", help="where --save writes")
     parser.add_argument("--atom-scale", type=float, default=0.1,
                         help="the DCT atoms' starting size relative to the TV filters (FieldOfExperts.from_tv)")
+    parser.add_argument("--zero-mean", action="store_true", help="zero-mean filters (FieldOfExperts(zero_mean=True))")
     parser.add_argument("--snapshot", help="write θ here every 10 MAID steps (keep what a long run reached)")
     args = parser.parse_args()
     progress = not args.no_progress
@@ -80,7 +81,8 @@ def main() -> None:
 
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
     model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
-        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size, atom_scale=args.atom_scale)
+        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size, atom_scale=args.atom_scale,
+                                  zero_mean=args.zero_mean)
     model.log_weights.requires_grad_(False)  # folded into the filters (see FieldOfExperts.from_tv)
     previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
     problem = DenoisingBilevel(y, x_true, model)
@@ -89,7 +91,9 @@ def main() -> None:
     def snapshot(iteration, state, metrics):
         if args.snapshot and iteration % 10 == 0:
             problem.load(state["theta"])
-            save_weights(dict(model.named_parameters()), args.snapshot, {"maid_steps": iteration, "upper": metrics.get("upper")})
+            save_weights(dict(model.named_parameters()), args.snapshot, {"maid_steps": iteration, "upper": metrics.get("upper"),
+                                                                        "potential": model.potential, "padding": model.padding,
+                                                                        "zero_mean": model.zero_mean})
 
     result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=args.step0, max_iter=args.max_iter, tol=1e-6,
                   progress=progress, callback=snapshot)
@@ -105,7 +109,7 @@ def main() -> None:
           f"{foe_psnr.mean() - tv_psnr.mean():+.2f} dB over learned TV")
 
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.8), layout="constrained")
-    filters = model.filters.detach()
+    filters = model.effective_filters().detach()
     grid, k = int(len(filters) ** 0.5 + 0.999), args.filter_size
     tiles = torch.zeros(grid * (k + 1), grid * (k + 1), dtype=filters.dtype)
     for i, f in enumerate(filters):
@@ -129,7 +133,7 @@ def main() -> None:
     if args.save:
         settings = {"train": args.data or TRAIN, "crops": len(x_true), "crop": args.size, "sigma": SIGMA, "filters": args.filters,
                     "filter_size": args.filter_size, "atom_scale": args.atom_scale, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
-                    "potential": model.potential, "padding": model.padding,
+                    "potential": model.potential, "padding": model.padding, "zero_mean": model.zero_mean,
                     "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}
         save_weights(dict(model.named_parameters()), args.out_file, settings)

@@ -57,3 +57,18 @@ def test_from_tv_starts_as_the_smoothed_anisotropic_tv():
     assert not model.log_weights.requires_grad
     problem = DenoisingBilevel(x, x, model)
     assert problem.theta().numel() == 24 * 25 + 24
+
+
+def test_zero_mean_filters_ignore_brightness_and_learn_only_their_zero_mean_part():
+    """zero_mean applies each filter minus its mean: the same prior as the projected filters, blind to a constant
+    added to the image, and the derivative in the filters has zero mean (learning never moves the mean)."""
+    gen = torch.Generator().manual_seed(0)
+    filters = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
+    x = torch.rand(2, 1, 12, 12, generator=gen, dtype=torch.float64)
+    model = FieldOfExperts(filters, 0.1, 0.05, zero_mean=True)
+    projected = FieldOfExperts(filters - filters.mean((1, 2), keepdim=True), 0.1, 0.05)
+    assert torch.allclose(model.value(x), projected.value(x)) and torch.allclose(model.grad(x), projected.grad(x))
+    assert torch.allclose(model.value(x + 0.3), model.value(x))
+    model.value(x).sum().backward()
+    assert float(model.filters.grad.mean((1, 2)).abs().max()) < 1e-12
+    assert "zero_mean=True" in repr(model) and model.lipschitz_bound() == pytest.approx(projected.lipschitz_bound())
