@@ -49,8 +49,9 @@ def main() -> None:
     parser.add_argument("--step0", type=float, default=1e-5, help="MAID's first step size for the FoE")
     parser.add_argument("--out", default="out")
     parser.add_argument("--save", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="start from the shipped imaging/weights/foe_denoise_sigma25.safetensors instead of the learned TV")
+    parser.add_argument("--resume", nargs="?", const="denoise-sigma25", metavar="NAME_OR_FILE",
+                        help="start from a shipped FoE (default denoise-sigma25) or a .safetensors file (e.g. a "
+                             "--snapshot) instead of the learned TV: how a long MAID run continues")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--data", help="train on random crops of this folder of images (e.g. train400)")
     parser.add_argument("--crops", type=int, default=16, help="how many training crops with --data")
@@ -80,11 +81,15 @@ def main() -> None:
           f"{psnr(test_y.clamp(0, 1), test_true).mean():.2f} dB)")
 
     lam, nu = float(tv_result.theta[0].exp()), float(tv_result.theta[1].exp())
-    model = FieldOfExperts.pretrained("denoise-sigma25") if args.resume else \
-        FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size, atom_scale=args.atom_scale,
-                                  zero_mean=args.zero_mean)
+    if args.resume:
+        model = (FieldOfExperts.pretrained(args.resume) if args.resume in FieldOfExperts.SHIPPED else
+                 FieldOfExperts.load(args.resume))
+    else:
+        model = FieldOfExperts.from_tv(lam, nu, args.filters, args.filter_size, atom_scale=args.atom_scale,
+                                       zero_mean=args.zero_mean)
     model.log_weights.requires_grad_(False)  # folded into the filters (see FieldOfExperts.from_tv)
-    previous_steps = getattr(model, "settings", {}).get("max_iter", 0) if args.resume else 0
+    settings = getattr(model, "settings", {})
+    previous_steps = settings.get("max_iter", settings.get("maid_steps", 0))
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
 

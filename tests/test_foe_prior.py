@@ -72,3 +72,19 @@ def test_zero_mean_filters_ignore_brightness_and_learn_only_their_zero_mean_part
     model.value(x).sum().backward()
     assert float(model.filters.grad.mean((1, 2)).abs().max()) < 1e-12
     assert "zero_mean=True" in repr(model) and model.lipschitz_bound() == pytest.approx(projected.lipschitz_bound())
+
+
+def test_load_reads_a_saved_field_of_experts_and_rejects_other_files(tmp_path):
+    from imaging.data import save_weights
+
+    filters = torch.randn(3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    model = FieldOfExperts(filters, 0.1, 0.05, zero_mean=True)
+    save_weights(dict(model.named_parameters()), str(tmp_path / "foe.safetensors"),
+                 {"potential": "abs", "padding": "reflect", "zero_mean": True, "maid_steps": 10})
+    loaded = FieldOfExperts.load(tmp_path / "foe.safetensors")
+    x = torch.rand(1, 1, 9, 9, dtype=torch.float64)
+    assert loaded.zero_mean and loaded.settings["maid_steps"] == 10
+    assert torch.allclose(loaded.value(x), model.value(x), rtol=1e-6)  # stored in float32
+    save_weights({"log_weight": torch.zeros(1)}, str(tmp_path / "tv.safetensors"), {})
+    with pytest.raises(ValueError, match="not a field of experts"):
+        FieldOfExperts.load(tmp_path / "tv.safetensors")

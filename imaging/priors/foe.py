@@ -85,20 +85,34 @@ class FieldOfExperts(nn.Module):
             return model
         return cls(filters, weight, torch.full((count,), nu, dtype=dtype), potential, padding, zero_mean)
 
+    SHIPPED = {"denoise-sigma25": "foe_denoise_sigma25.safetensors"}
+
     @classmethod
     def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
-        """A field of experts shipped in imaging/weights/ (learned by examples/learn_foe.py; settings in the file's metadata):
-        "denoise-sigma25" (denoising at σ = 25/255, the smoothed-|·| potential)."""
+        """A field of experts shipped in imaging/weights/ (learned by MAID, examples/learn_foe.py; settings in the
+        file's metadata), for denoising at σ = 25/255 with the convex smoothed-|·| potential:
+        "denoise-sigma25" (24 filters 5×5, six offline pictures)."""
+        from imaging.data import shipped_file
+
+        path = shipped_file("FieldOfExperts.pretrained", cls.SHIPPED, name,
+                            "python examples/learn_foe.py (settings in the file's metadata)")
+        return cls.load(path, dtype)
+
+    @classmethod
+    def load(cls, path, dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
+        """A field of experts from a safetensors file written by `imaging.data.save_weights` (tensors `filters`,
+        `log_weights`, `log_nu`; the potential, padding and zero_mean in the metadata's settings), e.g. a
+        snapshot of examples/learn_foe.py; its settings are kept as `.settings`."""
         import json
 
         from safetensors import safe_open
 
-        from imaging.data import shipped_file
-
-        path = shipped_file("FieldOfExperts.pretrained", {"denoise-sigma25": "foe_denoise_sigma25.safetensors"},
-                            name, "python examples/learn_foe.py --max-iter 160 --save")
         with safe_open(str(path), framework="pt") as f:
-            tensors = {key: f.get_tensor(key).to(dtype) for key in f.keys()}
+            keys = set(f.keys())
+            if not {"filters", "log_weights", "log_nu"} <= keys:
+                raise ValueError(f"FieldOfExperts.load: {path} is not a field of experts (tensors 'filters', "
+                                 f"'log_weights', 'log_nu' expected, found {sorted(keys)})")
+            tensors = {key: f.get_tensor(key).to(dtype) for key in keys}
             settings = json.loads((f.metadata() or {}).get("settings", "{}"))
         model = cls(tensors["filters"], tensors["log_weights"].exp(), tensors["log_nu"].exp(),
                     settings.get("potential", "abs"), settings.get("padding", "reflect"),
