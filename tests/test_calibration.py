@@ -409,3 +409,12 @@ def test_least_squares_and_spectral_run_on_the_library_loop():
     calls = []
     calibrate(y[0], sensing, least_squares, callback=lambda i, state, metrics: calls.append(i) or i == 2, warn=False)
     assert calls == [1, 2]
+
+
+def test_the_old_method_table_is_a_deprecated_alias():
+    import imaging.calibration as calibration
+
+    with pytest.warns(DeprecationWarning, match="METHODS is deprecated"):
+        assert calibration.METHODS["ls"] is least_squares
+    with pytest.raises(AttributeError):
+        calibration.NO_SUCH_NAME

@@ -58,6 +58,14 @@ def calibrate(y: torch.Tensor, A: torch.Tensor | GainSensing, method=pgd, **opti
     return result.squeeze() if single else result
 
 
+def __getattr__(name: str):
+    if name == "METHODS":  # removed from the API: the names now live at the CLI's edge
+        warnings.warn("imaging.calibration.METHODS is deprecated; pass the solver itself to calibrate (e.g. "
+                      "method=imaging.calibration.pgd)", DeprecationWarning, stacklevel=2)
+        return dict(_DEPRECATED_NAMES)
+    raise AttributeError(f"module 'imaging.calibration' has no attribute {name!r}")
+
+
 __all__ = ["calibrate", "CalibrationResult", "CalibrationSolver", "PGD", "LeastSquares", "Spectral", "Alternating",
            "GainSensing", "DenseGainSensing", "RandomMaskDCTSensing", "pgd", "least_squares", "spectral",
            "alternating", "uncalibrated", "image_cg", "project_gains", "fix_gauge", "relative_error",
