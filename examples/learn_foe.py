@@ -93,12 +93,13 @@ def main() -> None:
     problem = DenoisingBilevel(y, x_true, model)
     start = time.perf_counter()
 
+    form = {"potential": model.potential, "padding": model.padding, "zero_mean": model.zero_mean}  # what .load reads
+
     def snapshot(iteration, state, metrics):
         if args.snapshot and iteration % 10 == 0:
             problem.load(state["theta"])
-            save_weights(dict(model.named_parameters()), args.snapshot, {"maid_steps": iteration, "upper": metrics.get("upper"),
-                                                                        "potential": model.potential, "padding": model.padding,
-                                                                        "zero_mean": model.zero_mean})
+            save_weights(dict(model.named_parameters()), args.snapshot,
+                         {**form, "maid_steps": iteration, "upper": metrics.get("upper")})
 
     result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=args.step0, max_iter=args.max_iter, tol=1e-6,
                   progress=progress, callback=snapshot)
@@ -138,8 +139,7 @@ def main() -> None:
     if args.save:
         settings = {"train": args.data or TRAIN, "crops": len(x_true), "crop": args.size, "sigma": SIGMA, "filters": args.filters,
                     "filter_size": args.filter_size, "atom_scale": args.atom_scale, "max_iter": previous_steps + args.max_iter, "step0": args.step0,
-                    "potential": model.potential, "padding": model.padding, "zero_mean": model.zero_mean,
-                    "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
+                    **form, "heldout_psnr": float(foe_psnr.mean()), "tv_heldout_psnr": float(tv_psnr.mean()),
                     "script": "examples/learn_foe.py --save"}
         save_weights(dict(model.named_parameters()), args.out_file, settings)
         print(f"-> {args.out_file}")

@@ -45,7 +45,7 @@ class _NormalEquations:
 
 def _jacobi(op: _NormalEquations, constrained: bool):
     """The Jacobi preconditioner r -> D⁻¹ r of op; with `constrained`, on the subspace Σ_i s_i = const (the
-    preconditioned residual is projected obliquely onto Σ_i g_s = 0: g − D⁻¹w (wᵀg)/(wᵀD⁻¹w) with w = [1_m; 0])."""
+    preconditioned residual is projected obliquely onto Σ_i g_s = 0: g − D⁻¹w (wᵀg)/(wᵀD⁻¹w), w = [1_m; 0])."""
     inv = tuple(1 / d for d in op.diagonal)
 
     def precondition(r):
@@ -75,7 +75,34 @@ def _start(y: torch.Tensor, pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
             torch.zeros(B, pixels, dtype=y.dtype, device=y.device))
 
 
-class LeastSquares(CalibrationSolver):
+class _SelfCalibration(CalibrationSolver):
+    """What the linear methods share: the CG tolerance, the start z_p = [1; 0] recorded in the history, a history
+    record per iterate (the calibration loss of its back-transformed estimate) and the step count."""
+
+    def __init__(self, sensing: GainSensing, y: torch.Tensor, owner: str, *, tol: float | None, max_iter: int,
+                 steps: int, x_true, gains_true, progress: bool, callback) -> None:
+        super().__init__(sensing, y, owner, max_iter=max_iter, steps=steps, x_true=x_true, gains_true=gains_true,
+                         progress=progress, callback=callback)
+        self.cg_tol = _default_tol(tol, y)
+
+    def _begin(self, x0, start: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit gains, zero image), recorded as the history's first entry."""
+        if x0 is not None:
+            raise ValueError(f"{self.owner}: starts from {start}; argument 'x0' is not used")
+        ones, zero_x = _start(self.y, self.sensing.pixels)
+        self.history.record(zero_x, ones, loss_of(-self.y), 0)
+        return ones, zero_x
+
+    def _record(self, x: torch.Tensor, gains: torch.Tensor, passes: int) -> torch.Tensor:
+        loss = loss_of(gains[:, None, :] * self.sensing.sense(x) - self.y)
+        self.history.record(x, gains, loss, passes)
+        return loss
+
+    def iterations(self, state) -> int:
+        return state["iterations"]
+
+
+class LeastSquares(_SelfCalibration):
     """Linear least-squares self-calibration on the library's loop (see `least_squares`): a step is one projected
     PCG iteration on the normal equations; the history records the calibration loss of every iterate (its
     `passes` count the normal passes of the solve, not the extra pass that evaluates the loss)."""
@@ -85,18 +112,13 @@ class LeastSquares(CalibrationSolver):
     def __init__(self, sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
                  x_true: torch.Tensor | None = None, gains_true: torch.Tensor | None = None,
                  progress: bool = False, callback=None) -> None:
-        super().__init__(sensing, y, "calibration.least_squares", max_iter=max_iter, steps=max_iter, x_true=x_true,
-                         gains_true=gains_true, progress=progress, callback=callback)
-        self.cg_tol = _default_tol(tol, y)
+        super().__init__(sensing, y, "calibration.least_squares", tol=tol, max_iter=max_iter, steps=max_iter,
+                         x_true=x_true, gains_true=gains_true, progress=progress, callback=callback)
 
     def init(self, x0):
-        if x0 is not None:
-            raise ValueError("calibration.least_squares: starts from unit gains and a zero image; argument 'x0' is "
-                             "not used")
-        ones, zero_x = _start(self.y, self.sensing.pixels)
+        ones, zero_x = self._begin(x0, "unit gains and a zero image")
         self.op = _NormalEquations(self.sensing, self.y, shift=0.0)
         self.precondition = _jacobi(self.op, constrained=True)
-        self.history.record(zero_x, ones, loss_of(-self.y), 0)
         # z = z_p + t with z_p = [1; 0] on the constraint and t on its tangent space: solve MᴴM z = 0 from z_p.
         cg = cg_start(self.op, (torch.zeros_like(ones), zero_x), (ones, zero_x), tol=self.cg_tol,
                       preconditioner=self.precondition, relative_to_start=True)
@@ -106,9 +128,7 @@ class LeastSquares(CalibrationSolver):
         cg = cg_step(self.op, state["cg"], preconditioner=self.precondition)
         state.update(cg=cg, iterations=state["iterations"] + 1)
         check_cg_finite(cg, state["iterations"], self.owner)
-        x, gains = _back_transform(cg.x)
-        loss = loss_of(gains[:, None, :] * self.sensing.sense(x) - self.y)
-        self.history.record(x, gains, loss, self.op.passes)
+        loss = self._record(*_back_transform(cg.x), self.op.passes)
         return state, self.step_metrics(loss)
 
     def stopped(self, state) -> torch.Tensor:
@@ -120,11 +140,8 @@ class LeastSquares(CalibrationSolver):
     def iterate(self, state):
         return _back_transform(state["cg"].x)
 
-    def iterations(self, state) -> int:
-        return state["iterations"]
 
-
-class Spectral(CalibrationSolver):
+class Spectral(_SelfCalibration):
     """Spectral self-calibration on the library's loop (see `spectral`): the least-squares solve at the start, then
     a step per inverse iteration (one PCG solve of (MᴴM + δI) q = z each); converged when every PCG solve met its
     tolerance."""
@@ -138,9 +155,8 @@ class Spectral(CalibrationSolver):
         if not isinstance(inverse_iterations, int) or inverse_iterations < 1:
             raise ValueError(f"{owner}: argument 'inverse_iterations' must be an integer >= 1, got "
                              f"{inverse_iterations!r}")
-        super().__init__(sensing, y, owner, max_iter=max_iter, steps=inverse_iterations, x_true=x_true,
+        super().__init__(sensing, y, owner, tol=tol, max_iter=max_iter, steps=inverse_iterations, x_true=x_true,
                          gains_true=gains_true, progress=progress, callback=callback)
-        self.cg_tol = _default_tol(tol, y)
 
     def _solve(self, op, rhs, z0, constrained: bool, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
         solved = conjugate_gradient(op, rhs, z0, tol=self.cg_tol, max_iter=self.iteration_limit,
@@ -148,20 +164,10 @@ class Spectral(CalibrationSolver):
         state["converged"] &= solved.converged
         return solved.x
 
-    def _record(self, state) -> torch.Tensor:
-        x, gains = self.iterate(state)
-        loss = loss_of(gains[:, None, :] * self.sensing.sense(x) - self.y)
-        self.history.record(x, gains, loss, self.exact.passes + self.shifted.passes)
-        return loss
-
     def init(self, x0):
-        if x0 is not None:
-            raise ValueError("calibration.spectral: starts from the least-squares solution; argument 'x0' is not "
-                             "used")
-        ones, zero_x = _start(self.y, self.sensing.pixels)
+        ones, zero_x = self._begin(x0, "the least-squares solution")
         self.exact = _NormalEquations(self.sensing, self.y, shift=0.0)
         self.shifted = _NormalEquations(self.sensing, self.y, shift=1e-12)
-        self.history.record(zero_x, ones, loss_of(-self.y), 0)
         state = {"iterations": 0, "converged": torch.ones(self.y.shape[0], dtype=torch.bool, device=self.y.device)}
         state["z"] = self._solve(self.exact, (torch.zeros_like(ones), zero_x), (ones, zero_x), True, state)
         return state
@@ -177,7 +183,8 @@ class Spectral(CalibrationSolver):
         rhs = (torch.where(is_null, Az[0], z[0]), torch.where(is_null, Az[1], z[1]))
         state["z"] = self._solve(self.shifted, rhs, z, False, state)
         state["iterations"] += 1
-        return state, self.step_metrics(self._record(state))
+        loss = self._record(*self.iterate(state), self.exact.passes + self.shifted.passes)
+        return state, self.step_metrics(loss)
 
     def stopped(self, state) -> torch.Tensor:
         return torch.zeros_like(state["converged"])  # runs its inverse iterations
@@ -190,9 +197,6 @@ class Spectral(CalibrationSolver):
         phase = z[0].mean(1, keepdim=True)
         phase = phase / phase.abs()  # sign (phase) fixed so that mean(s) is real and positive
         return _back_transform((z[0] / phase, z[1] / phase))
-
-    def iterations(self, state) -> int:
-        return state["iterations"]
 
 
 def least_squares(sensing: GainSensing, y: torch.Tensor, *, tol: float | None = None, max_iter: int = 1000,
