@@ -62,7 +62,10 @@ def laplace_mmse(y: torch.Tensor, sigma: float = 1.0, scale: float = 1.0, points
 @torch.no_grad()
 def laplacian_errors(models: dict[str, LPN1d]) -> dict[str, float]:
     """Max errors on [−3, 3]: L2 model vs MMSE, PM model vs soft-threshold (grid of 601 points and at the integers),
-    recovered prior R(x) − R(0) vs |x| (x ∈ [−3, 3]), and the largest inversion error."""
+    recovered prior R(x) − R(0) vs |x| for x ∈ [−2, 2] (where R needs the prox only on y = f⁻¹(x) ∈ [−3, 3], the
+    range checked above) and for x ∈ [−3, 3] (`_wide`: it needs the prox out to |y| ≈ 4, where 3 % of the samples
+    fall and proximal matching at small γ gives almost no gradient, so its tails drift from run to run), and the
+    largest inversion error."""
     y = torch.linspace(-3, 3, 601, dtype=torch.float64)[:, None]
     integers = torch.arange(-3, 4, dtype=torch.float64)[:, None]
     errors = {}
@@ -76,8 +79,9 @@ def laplacian_errors(models: dict[str, LPN1d]) -> dict[str, float]:
         errors["pm_vs_soft_threshold_integers"] = float((pm.prox(integers) - soft_threshold(integers)).abs().max())
         x = torch.linspace(-3, 3, 121, dtype=torch.float64)[:, None]
         estimate = pm.prior(torch.cat([torch.zeros(1, 1, dtype=torch.float64), x]))
-        prior = estimate.value[1:] - estimate.value[0]
-        errors["pm_prior_vs_abs"] = float((prior - x[:, 0].abs()).abs().max())
+        error = (estimate.value[1:] - estimate.value[0] - x[:, 0].abs()).abs()
+        errors["pm_prior_vs_abs"] = float(error[x[:, 0].abs() <= 2].max())
+        errors["pm_prior_vs_abs_wide"] = float(error.max())
         errors["pm_inversion_error"] = float(estimate.inversion_error.max())
     return errors
 
