@@ -91,6 +91,34 @@ def test_two_processes_under_torchrun_give_one_process_outputs(clean, tmp_path):
         strip(json.loads((tmp_path / "two" / "metrics.json").read_text()))
 
 
+def test_two_nodes_under_torchrun_give_one_process_outputs(clean, tmp_path):
+    """Two torchrun "nodes" (one process each) on this machine, meeting at a c10d rendezvous as nodes of a cluster
+    with a shared file system would: the same outputs and metrics as one process."""
+    import socket
+
+    cli("simulate", clean, "--operator", "inpaint", "--missing", "0.3", "--out", tmp_path / "y", cwd=tmp_path)
+    common = ["reconstruct", tmp_path / "y", "--operator", "inpaint", "--missing", "0.3", "--method", "tv",
+              "--noise-level", "0.01", "--format", "npy", "--truth", clean, "--no-progress"]
+    cli(*common, "--out", tmp_path / "one", cwd=tmp_path)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    nodes = [subprocess.Popen([str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+                               "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "imaging.cli",
+                               *map(str, common), "--out", str(tmp_path / "two")], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.npy"))
+    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.npy")) and len(names) == 6
+    for name in names:
+        np.testing.assert_array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(json.loads((tmp_path / "one" / "metrics.json").read_text())) == \
+        strip(json.loads((tmp_path / "two" / "metrics.json").read_text()))
+
+
 def test_a_user_operator_by_module_and_class(clean, tmp_path):
     (tmp_path / "my_ops.py").write_text(
         "import torch\nfrom imaging.operators import LinearOperator\n\n"

@@ -159,17 +159,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_make_the_same_update_as_one(tmp_path):
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
+def test_two_processes_make_the_same_update_as_one(tmp_path, nodes):
     """torchrun with two CPU processes (gloo, DDP through accelerate), each on half of the global batch, reaches the
-    weights of one process on the whole batch."""
+    weights of one process on the whole batch: two processes on one node, or one on each of two nodes (two torchrun
+    agents on this machine meeting at a c10d rendezvous, as on a cluster)."""
     from safetensors import safe_open
 
     script = str(HERE / "distributed_training.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     subprocess.run([sys.executable, script, str(one)], check=True, env=env, timeout=600)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(free_port()), script, str(two)], check=True, env=env, timeout=600)
+    port, per_node = str(free_port()), str(2 // nodes)
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes),
+                                "--nproc_per_node", per_node, "--node_rank", str(rank), "--master_addr", "127.0.0.1",
+                                "--master_port", port, script, str(two)], env=env) for rank in range(nodes)]
+    assert [agent.wait(timeout=600) for agent in agents] == [0] * nodes
     with safe_open(str(one), "pt") as a, safe_open(str(two), "pt") as b:
         assert (a.metadata()["processes"], b.metadata()["processes"]) == ("1", "2")
         assert set(a.keys()) == set(b.keys())
