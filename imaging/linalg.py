@@ -128,6 +128,13 @@ def cg_start(normal: Callable[[Vector], Vector], rhs: Vector, x0: Vector | None 
     z = precondition(r)
     rz = batch_dot(r, z)
     reference2 = rz if relative_to_start else batch_dot(rhs, precondition(rhs))
+    for value, name in ((reference2, "⟨b, M b⟩"), (rz, "⟨r₀, M r₀⟩")):
+        if bool(torch.isinf(value).any()):
+            raise FloatingPointError(f"conjugate_gradient: {name} overflows {value.dtype}: the right-hand side's "
+                                     f"scale is too large for this precision; rescale A (and y) or use float64")
+        if bool(torch.isnan(value).any()):
+            raise FloatingPointError(f"conjugate_gradient: {name} is NaN: the right-hand side, the start or the "
+                                     f"preconditioner has non-finite values")
     tiny = torch.finfo(rz.dtype).tiny
     reference2 = reference2.clamp_min(tiny)
     stop = torch.maximum(tol ** 2 * reference2, torch.full_like(reference2, atol ** 2))
@@ -137,6 +144,10 @@ def cg_start(normal: Callable[[Vector], Vector], rhs: Vector, x0: Vector | None 
 def check_cg_finite(state: CGState, iterations: int, who: str = "conjugate_gradient") -> None:
     """Raise FloatingPointError when a CG step left a non-finite residual (H or the preconditioner broke)."""
     if not bool(torch.isfinite(state.rz).all()):
+        if not bool(torch.isnan(state.rz).any()):
+            raise FloatingPointError(f"{who}: the residual overflowed {state.rz.dtype} at step {iterations}: the "
+                                     f"operator's scale is too large for this precision; rescale A (and y) or use "
+                                     f"float64")
         raise FloatingPointError(f"{who}: the residual became {float(state.rz.max())} at step {iterations}: H "
                                  f"(normal) or the preconditioner returned non-finite values")
 

@@ -43,6 +43,25 @@ def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> Non
     if y.dtype != probe.dtype or y.device != probe.device:
         raise TypeError(f"{owner}: measurements must have the sensing operator's dtype {probe.dtype} and device "
                         f"{probe.device}, got {y.dtype} on {y.device}")
+    check_scales(sensing, y, owner)
+
+
+def check_scales(sensing: GainSensing, y: torch.Tensor, owner: str) -> None:
+    """Refuse scales whose squares under- or overflow the dtype (the solvers' norms and inner products would turn
+    to 0 or inf, and their answer with them): max |y|, the largest column norm of A and their product (the scale of
+    Aᴴy) must lie within [√tiny·1e3, √max/1e3] of the dtype; a zero y is allowed (x = 0)."""
+    info = torch.finfo(y.real.dtype)
+    lo, hi = info.tiny ** 0.5 * 1e3, info.max ** 0.5 / 1e3
+    advice = (f"outside what {y.dtype} can square and sum, [{lo:.1e}, {hi:.1e}]; rescale A and y (the gains do "
+              f"not change, x scales by y's factor over A's) or use float64")
+    y_scale = float(y.abs().max())
+    a_scale = float(sensing.column_norms_sq().max().sqrt())
+    if not lo <= a_scale <= hi:
+        raise ValueError(f"{owner}: the sensing operator's scale (largest column norm {a_scale:.3g}) is {advice}")
+    if y_scale > 0 and not lo <= y_scale <= hi:
+        raise ValueError(f"{owner}: the measurements' scale (max |y| = {y_scale:.3g}) is {advice}")
+    if y_scale > 0 and not a_scale * y_scale <= hi:
+        raise ValueError(f"{owner}: the scale of Aᴴy (about {a_scale * y_scale:.3g}) is {advice}")
 
 
 def project_gains(v: torch.Tensor, rho: float | None = None) -> torch.Tensor:
