@@ -84,10 +84,18 @@ inline ProxArguments check_tv_prox_arguments(const at::Tensor& y, const at::Tens
               "'lam' must have the dtype and device of 'y' (", y.scalar_type(), ", ", y.device(), "), got ",
               lam.scalar_type(), ", ", lam.device());
   const at::Tensor lam_values = lam.to(at::kDouble).cpu();  // N·C values: a negligible copy on CUDA
+  // the dual steps scale with λ: beyond the dtype's max / 1e6 they overflow (float32: about 3e32)
+  const double lam_limit = (y.scalar_type() == at::kFloat ? std::numeric_limits<float>::max()
+                                                          : std::numeric_limits<double>::max()) / 1e6;
   for (int64_t b = 0; b < args.grid.planes; ++b) {
     const double l = lam_values.const_data_ptr<double>()[b];
     TORCH_CHECK(std::isfinite(l) && l >= 0, "imaging::tv_prox: argument 'lam' must be finite and >= 0, got ", l);
+    TORCH_CHECK(l <= lam_limit, "imaging::tv_prox: argument 'lam' (", l, ") is too large for ", y.scalar_type(),
+                "; rescale the problem or use float64");
   }
+  TORCH_CHECK(!(lower.has_value() && std::isinf(*lower)) && !(upper.has_value() && std::isinf(*upper)),
+              "imaging::tv_prox: arguments 'lower' and 'upper' must be finite or None (no bound), got ",
+              lower.value_or(0.0), " and ", upper.value_or(0.0));
   TORCH_CHECK(tol >= 0, "imaging::tv_prox: argument 'tol' must be >= 0, got ", tol);
   TORCH_CHECK(max_iter >= 0, "imaging::tv_prox: argument 'max_iter' must be >= 0, got ", max_iter);
   TORCH_CHECK(args.lower <= args.upper, "imaging::tv_prox: arguments 'lower' <= 'upper' required, got ", args.lower,

@@ -166,3 +166,79 @@ def test_a_field_of_experts_nu_whose_square_underflows_is_an_error():
     with pytest.raises(ValueError, match="argument 'nu' must have ν² representable in torch.float32"):
         foe_grad(x, filters, torch.ones(2), torch.tensor([1e-30, 0.1]), "abs", "reflect")
     assert foe_grad(x, filters, torch.ones(2), torch.tensor([1e-15, 0.1]), "abs", "reflect").isfinite().all()
+
+
+# --- second round: what benchmarks/robustness.py still found -------------------------------------------------------
+def test_cg_says_when_its_right_hand_side_overflows():
+    from imaging.linalg import conjugate_gradient
+
+    rhs = torch.full((1, 64), 1e20, dtype=torch.float32)  # ⟨b, b⟩ = 6.4e41 > float32's max
+    with pytest.raises(FloatingPointError, match="overflows torch.float32.*rescale A"):
+        conjugate_gradient(lambda v: v, rhs)
+    with pytest.raises(FloatingPointError, match="rescale A"):
+        least_squares(Identity(), torch.full((1, 1, 8, 8), 1e20, dtype=torch.float32), 0.1)
+
+
+def test_a_nonlinear_model_is_refused_by_diffpir_and_calibration():
+    from imaging.calibration import GainSensing, calibrate, pgd
+    from imaging.operators import LinearOperator
+    from imaging.priors import DiffusionPrior
+    from imaging.solvers import DiffPIR
+
+    class Square(LinearOperator):
+        def forward(self, x):
+            return x ** 2
+
+    with pytest.raises(ValueError, match="Square is a LinearOperator but its forward is not linear"):
+        DiffPIR(Square(), torch.rand(1, 1, 16, 16), DiffusionPrior.pretrained("natural"), noise_level=0.01, steps=3)
+
+    class SquaredSensing(GainSensing):
+        def __init__(self, A):
+            super().__init__(A.shape[0], A.shape[1], A.shape[2])
+            self.A = A
+
+        def sense(self, x):
+            return torch.einsum("lmn,bn->blm", self.A, x) ** 2
+
+    A = torch.randn(6, 8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="SquaredSensing is a LinearOperator but its forward is not linear"):
+        calibrate(torch.rand(6, 8, dtype=torch.float64), SquaredSensing(A), pgd)
+
+
+def test_tv_hvp_refuses_a_nan_pixel():
+    from imaging.ops import tv_hvp
+
+    x = torch.rand(2, 2, 7, 9, dtype=torch.float64)
+    x[1, 0, 3, 4] = NAN
+    with pytest.raises(ValueError, match="tv_hvp: argument 'x' has non-finite values"):
+        tv_hvp(x, torch.rand_like(x), 0.1)
+
+
+@pytest.mark.parametrize("scale, dtype", [(1e-300, torch.float64), (1e-30, torch.float32), (1e30, torch.float32),
+                                          (1e150, torch.float64)])
+def test_tv_prox_at_extreme_scales_solves_the_unit_problem(scale, dtype):
+    """The prox is 1-homogeneous in (y, λ, box): far from 1 it is solved at unit scale, not stopped after 0
+    iterations with a rounding-floor gap of 0 (or NaN)."""
+    from imaging.ops import tv_prox
+
+    y = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    unit = tv_prox(y, 0.1, tol=1e-6, max_iter=5000)[0]
+    x, _, gap, iterations = tv_prox((y * scale).to(dtype), 0.1 * scale, tol=1e-6, max_iter=5000)
+    assert int(iterations) > 0 and bool(torch.isfinite(gap).all())
+    error = float(((x.double() / scale) - unit).norm() / unit.norm())
+    assert error < (1e-5 if dtype == torch.float64 else 1e-3)
+
+
+@requires_ext
+def test_raw_compiled_ops_without_a_formula_refuse_backward_and_bad_bounds():
+    y = torch.rand(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.ops.imaging.tv_prox(y, torch.full((1, 2), 0.1, dtype=torch.float64), True, 1e-4, 50, None, None,
+                                  None)[0]
+    with pytest.raises(RuntimeError, match="imaging::tv_prox is not differentiable"):
+        x.sum().backward()
+    plain = y.detach()
+    with pytest.raises(RuntimeError, match="'lower' and 'upper' must be finite or None"):
+        torch.ops.imaging.tv_prox(plain, torch.full((1, 2), 0.1, dtype=torch.float64), True, 1e-4, 50,
+                                  float("inf"), None, None)
+    with pytest.raises(RuntimeError, match="'lam' .* is too large for Float"):
+        torch.ops.imaging.tv_prox(plain.float(), torch.full((1, 2), 3e38), True, 1e-4, 50, None, None, None)

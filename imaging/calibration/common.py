@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from imaging._progress import progress_bar
-from imaging.calibration.sensing import GainSensing
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.calibration.sensing import DenseGainSensing, GainSensing, RandomMaskDCTSensing
+from imaging.solvers.base import IterativeSolver, Result, check_linearity
 
 
 @dataclass
@@ -43,6 +43,10 @@ def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> Non
     if y.dtype != probe.dtype or y.device != probe.device:
         raise TypeError(f"{owner}: measurements must have the sensing operator's dtype {probe.dtype} and device "
                         f"{probe.device}, got {y.dtype} on {y.device}")
+    if type(sensing) not in (DenseGainSensing, RandomMaskDCTSensing):  # a user's model: is its `sense` linear?
+        real = probe.real.dtype if probe.is_complex() else probe.dtype
+        check_linearity(sensing, torch.zeros(sensing.batch or 1, sensing.pixels, dtype=real, device=probe.device),
+                        owner)
     check_scales(sensing, y, owner)
 
 
@@ -56,6 +60,9 @@ def check_scales(sensing: GainSensing, y: torch.Tensor, owner: str) -> None:
               f"not change, x scales by y's factor over A's) or use float64")
     y_scale = float(y.abs().max())
     a_scale = float(sensing.column_norms_sq().max().sqrt())
+    if a_scale == 0:
+        raise ValueError(f"{owner}: the sensing operator is zero (or so small that its squares underflow "
+                         f"{y.dtype}); rescale A and y")
     if not lo <= a_scale <= hi:
         raise ValueError(f"{owner}: the sensing operator's scale (largest column norm {a_scale:.3g}) is {advice}")
     if y_scale > 0 and not lo <= y_scale <= hi:

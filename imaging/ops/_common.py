@@ -24,3 +24,12 @@ def check_tensor(t: object, op: str, arg: str, dims: tuple[int, ...], layout: st
 def use_kernel(t: torch.Tensor) -> bool:
     """True when the compiled kernel handles `t` (built for its device, float32/float64)."""
     return t.dtype in KERNEL_DTYPES and has_kernel(t.device)
+
+
+def register_not_differentiable(op: str, hint: str) -> None:
+    """An autograd formula for a compiled op that has none: its outputs keep requires_grad (autograd must see the
+    op), and backward raises a clear error instead of leaving .grad silently None."""
+    def backward(ctx, *grads):
+        raise RuntimeError(f"imaging::{op} is not differentiable: {hint}")
+
+    torch.library.register_autograd(f"imaging::{op}", backward, setup_context=lambda ctx, inputs, output: None)

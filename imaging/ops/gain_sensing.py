@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from imaging._ext import HAS_EXT
-from imaging.ops._common import use_kernel
+from imaging.ops._common import register_not_differentiable, use_kernel
 
 
 def _einsum_prefix(A: torch.Tensor) -> str:
@@ -172,3 +172,5 @@ if HAS_EXT:
 
     torch.library.register_autograd("imaging::gain_forward", _forward_backward, setup_context=_save_forward)
     torch.library.register_autograd("imaging::gain_adjoint", _adjoint_backward, setup_context=_save_adjoint)
+    register_not_differentiable("gain_normal_pass", "a fused pass of the solvers; differentiate gain_forward / "
+                                "gain_adjoint (or the GainSensing operator) instead")

@@ -23,7 +23,7 @@ import math
 import torch
 
 from imaging._ext import HAS_EXT
-from imaging.ops._common import check_tensor, use_kernel
+from imaging.ops._common import check_tensor, register_not_differentiable, use_kernel
 from imaging.ops.finite_diff import _finite_diff_adjoint_torch, _finite_diff_torch
 
 _IMAGE = "(N, C, H, W) or (N, C, D, H, W)"
@@ -188,6 +188,9 @@ def tv_hvp(x: torch.Tensor, v: torch.Tensor, eps: float, isotropic: bool = True)
     _check_image(v, "tv_hvp", "v")
     if v.shape != x.shape:
         raise ValueError(f"tv_hvp: argument 'v' must have the shape of 'x' {tuple(x.shape)}, got {tuple(v.shape)}")
+    for name, t in (("x", x), ("v", v)):  # the Hessian's weights would hide a NaN pixel behind a finite value
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"tv_hvp: argument '{name}' has non-finite values (NaN or inf)")
     eps = _check_eps(eps, "tv_hvp", positive=True)
     if use_kernel(x):
         return torch.ops.imaging.tv_hvp(x.contiguous(), v.to(x.dtype).contiguous(), eps, isotropic)
@@ -248,6 +251,12 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
             raise ValueError("tv_prox: argument 'p0' has non-finite values (NaN or inf)")
         p0 = p0.to(y.dtype).contiguous()
     bounds = (None if lower is None else float(lower), None if upper is None else float(upper))
+    scale = float(y.abs().max())
+    if scale > 0 and not 1e-8 <= scale <= 1e8:  # far from 1: solve at unit scale (the prox is 1-homogeneous in
+        # (y, λ, box), the dual field scale-free), so that the gap's rounding floor and the steps stay meaningful
+        x, p, gap, iterations = tv_prox(y / scale, lam_t / scale, isotropic, tol, max_iter,
+                                        *(None if b is None else b / scale for b in bounds), p0)
+        return x * scale, p, gap, iterations
     if not use_kernel(y):
         return _tv_prox_torch(y, lam_t, isotropic, float(tol), int(max_iter), *bounds, p0)
     # The compiled loop runs in chunks of at most PROX_CHUNK iterations, warm-started from the previous dual field,
@@ -313,6 +322,7 @@ if HAS_EXT:
                 (grad_x,) = torch.autograd.grad(_tv_hvp_torch(xd, v.detach(), ctx.eps, ctx.isotropic), xd, grad)
         return grad_x, grad_v, None, None
 
+    register_not_differentiable("tv_prox", "detach the inputs (or use the smoothed tv / tv_grad)")
     torch.library.register_autograd("imaging::tv", _tv_backward, setup_context=_save_x_eps_iso)
     torch.library.register_autograd("imaging::tv_grad", _tv_grad_backward, setup_context=_save_x_eps_iso)
     torch.library.register_autograd("imaging::tv_hvp", _tv_hvp_backward, setup_context=_save_hvp)

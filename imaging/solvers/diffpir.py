@@ -23,7 +23,7 @@ from imaging.operators.base import LinearOperator
 from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._diffusion import alpha_bar, check_problem, data_rms, ddim_update, timesteps
 from imaging.solvers._variational import SeededNoise, schedule_check
-from imaging.solvers.base import IterativeSolver, real_part, require_linear
+from imaging.solvers.base import IterativeSolver, check_linearity, real_part, require_linear
 
 
 class DiffPIR(IterativeSolver):
@@ -53,6 +53,7 @@ class DiffPIR(IterativeSolver):
                  cg_iter: int = 50, cg_tol: float = 1e-6, seed: int | None = 0, **loop_options) -> None:
         A, y, prior = check_problem(A, y, prior, "DiffPIR", steps, noise_level, noise_required=True)
         require_linear(A, "DiffPIR")
+        check_linearity(A, real_part(A.adjoint(y)), "DiffPIR")
         if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
             raise ValueError(f"DiffPIR: argument 'lam' must be a finite number > 0, got {lam!r}")
         if not (isinstance(zeta, (int, float)) and 0 <= zeta <= 1):
