@@ -1,6 +1,8 @@
 """Test images that ship offline with scikit-image, as tensors (N, C, H, W) in [0, 1]."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 
@@ -37,9 +39,15 @@ def load_image(name: str = "camera", size: int | tuple[int, int] | None = None, 
     elif channels not in (None, 1, 3):
         raise ValueError(f"load_image: argument 'channels' must be 1, 3 or None, got {channels!r}")
     if size is not None:
-        shape = (size, size) if isinstance(size, int) else tuple(size)
-        if len(shape) != 2 or not all(isinstance(n, int) and n > 0 for n in shape):
-            raise ValueError(f"load_image: argument 'size' must be a positive integer or (H, W) of them, got {size!r}")
+        try:
+            shape = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        except TypeError:
+            shape = ()
+        if len(shape) != 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and 0 < n <= 2 ** 31
+                                      for n in shape):
+            raise ValueError(f"load_image: argument 'size' must be a positive integer up to 2**31 or (H, W) of them, "
+                             f"got {size!r}")
+        shape = tuple(int(n) for n in shape)
         image = skimage.transform.resize(image, shape + image.shape[2:], anti_aliasing=True)
     image = np.clip(image, 0.0, 1.0)
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(dtype)
@@ -131,6 +139,38 @@ def save_weights(tensors: dict[str, torch.Tensor], path: str, settings: dict) ->
     import json
 
     save_safetensors({name: t.float() for name, t in tensors.items()}, path, {"settings": json.dumps(settings)})
+
+
+def load_weights(path, owner: str) -> tuple[dict[str, torch.Tensor], object]:
+    """The tensors and the JSON-decoded settings metadata ({} when absent) of a safetensors file (as written by
+    `save_weights`), with clear errors naming `owner` and the path: a missing file, a folder, a file that is not
+    safetensors (empty, truncated, a corrupt header), unreadable settings and tensors holding NaN or infinite
+    values (a corrupt checkpoint would otherwise load and answer NaN). The settings' type is the caller's to check."""
+    import json
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{owner}: {path} does not exist")
+    if not path.is_file():
+        raise IsADirectoryError(f"{owner}: {path} is not a file; pass the .safetensors file itself")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            raw = (f.metadata() or {}).get("settings", "{}")
+    except SafetensorError as error:
+        raise ValueError(f"{owner}: {path} is not a readable safetensors file ({error})") from None
+    try:
+        settings = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{owner}: {path} has unreadable settings metadata ({error})") from None
+    for key, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{owner}: {path}: tensor {key!r} holds non-finite values (NaN or inf); the file is "
+                             f"corrupt")
+    return tensors, settings
 
 
 # --- image folders ------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 `oracle` picks the parameter value of a reconstruction that scores best against the truth (for baselines)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -14,10 +16,22 @@ def _pairs(x: torch.Tensor, reference: torch.Tensor, name: str):
     return zip(to_numpy(x), to_numpy(reference))
 
 
+def _data_range(data_range: object, name: str) -> float:
+    try:
+        value = float(data_range)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: argument 'data_range' must be a finite number > 0 (the span of the values, 1.0 "
+                         f"for images in [0, 1]), got {data_range!r}")
+    return value
+
+
 def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per sample, 10 log10(range² / MSE); complex inputs compare magnitudes."""
     from skimage.metrics import peak_signal_noise_ratio
 
+    data_range = _data_range(data_range, "psnr")
     return torch.tensor([peak_signal_noise_ratio(r, np.asarray(a), data_range=data_range)
                          for a, r in _pairs(x, reference, "psnr")])
 
@@ -26,6 +40,7 @@ def ssim(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> t
     """Structural similarity per sample (scikit-image, Gaussian-weighted, averaged over channels)."""
     from skimage.metrics import structural_similarity
 
+    data_range = _data_range(data_range, "ssim")
     return torch.tensor([structural_similarity(r, a, data_range=data_range, channel_axis=0, gaussian_weights=True,
                                                sigma=1.5, use_sample_covariance=False)
                          for a, r in _pairs(x, reference, "ssim")])

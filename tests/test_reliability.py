@@ -242,3 +242,31 @@ def test_raw_compiled_ops_without_a_formula_refuse_backward_and_bad_bounds():
                                   float("inf"), None, None)
     with pytest.raises(RuntimeError, match="'lam' .* is too large for Float"):
         torch.ops.imaging.tv_prox(plain.float(), torch.full((1, 2), 3e38), True, 1e-4, 50, None, None, None)
+
+
+def test_slow_geometric_blow_ups_are_caught():
+    """Steps a little above the stability limit (growth 1.2 per iteration), an expansive prox without an objective,
+    a far too small Lipschitz guess, RED-Diff with a huge step: a DivergenceError, never a returned 1e15."""
+    from imaging.operators import Blur
+    from imaging.priors import DiffusionPrior, TotalVariation
+    from imaging.solvers import AcceleratedGradient, DivergenceError, PnPPGD, RedDiff
+
+    B = Blur(gaussian_kernel(1.0))
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = B(x)
+    L = B.norm(x) ** 2
+    runs = [lambda: PnPPGD(B, y, lambda v: v, step=2.2 / L, max_iter=300).run(torch.zeros_like(y)),
+            lambda: FISTA(B, y, 1.0, prior=lambda v, t: 2 * v, max_iter=200).run(),
+            lambda: AcceleratedGradient(B, y, TotalVariation(eps=0.01), 0.01, lipschitz=1e-30, max_iter=200).run(),
+            lambda: RedDiff(Identity(), x, DiffusionPrior.pretrained("natural"), steps=10, lr=1e4).run()]
+    for run in runs:
+        with pytest.raises(DivergenceError, match="diverge"):
+            run()
+
+
+@pytest.mark.parametrize("name, value", [("tau", NAN), ("sigma", float("inf"))])
+def test_pdhg_step_sizes_must_be_finite(name, value):
+    from imaging.solvers import PDHG
+
+    with pytest.raises(ValueError, match=f"PDHG: argument '{name}'"):
+        PDHG(Identity(), Y, 0.05, **{name: value})

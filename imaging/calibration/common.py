@@ -61,7 +61,7 @@ def check_scales(sensing: GainSensing, y: torch.Tensor, owner: str) -> None:
     y_scale = float(y.abs().max())
     a_scale = float(sensing.column_norms_sq().max().sqrt())
     if a_scale == 0:
-        raise ValueError(f"{owner}: the sensing operator is zero (or so small that its squares underflow "
+        raise ValueError(f"{owner}: the sensing operator's scale is zero (or so small that its squares underflow "
                          f"{y.dtype}); rescale A and y")
     if not lo <= a_scale <= hi:
         raise ValueError(f"{owner}: the sensing operator's scale (largest column norm {a_scale:.3g}) is {advice}")

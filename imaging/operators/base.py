@@ -38,6 +38,64 @@ def check_input(op: nn.Module, x: object, arg: str = "x") -> torch.Tensor:
     return x
 
 
+MAX_SIDE = 2 ** 31  # the largest size, side, count or factor that operators and kernel builders accept
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_size(value: object, who: str, arg: str) -> int:
+    """`value` as an int when it is an integer from 1 to 2**31 (a size, a side, a count), else a ValueError naming
+    the argument (an absurd int would otherwise fail deep in torch with an overflow)."""
+    if not (_is_int(value) and 1 <= value <= MAX_SIDE):
+        raise ValueError(f"{who}: argument '{arg}' must be a positive integer up to 2**31, got {value!r}")
+    return int(value)
+
+
+def check_shape(shape: object, who: str, arg: str, length: int | None = None, what: str = "",
+                allow_empty: bool = False) -> tuple[int, ...]:
+    """`shape` as a tuple of ints from 1 to 2**31 (`length` of them when given) with at most 2**62 entries in all,
+    else a ValueError naming the argument; `what` describes it in the message, e.g. " (H, W)"."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or (length is not None and len(dims) != length) or (not dims and not allow_empty) or \
+            not all(_is_int(n) and 1 <= n <= MAX_SIDE for n in dims) or math.prod(dims) > 2 ** 62:
+        count = f"{length} " if length is not None else ""
+        raise ValueError(f"{who}: argument '{arg}' must be a tuple of {count}positive integers up to 2**31{what}, got "
+                         f"{shape!r}")
+    return tuple(int(n) for n in dims)
+
+
+def check_linearity(A: nn.Module, like: torch.Tensor, who: str,
+                    hint: str = "subclass Operator for a nonlinear model") -> None:
+    """Once per operator, input shape and state of its tensors: A(a x + b x') = a A x + b A x' at two random points
+    (3 applications of A), else a ValueError naming the operator: a `LinearOperator` whose forward is not linear
+    would otherwise give a silently wrong answer (its derived adjoint is a gradient at 0). The same probe (points,
+    tolerance, cache key) as the solvers' check, without importing a layer above the operators."""
+    key = (tuple(like.shape), like.dtype, tensor_state(A))
+    checked = A.__dict__.setdefault("_linearity_checked", set())
+    if key in checked:
+        return
+    tolerance = 1e-6 if like.real.dtype == torch.float64 else 1e-3
+    x = torch.randn(like.shape, dtype=like.dtype, generator=torch.Generator().manual_seed(0)).to(like.device)
+    other = torch.randn(like.shape, dtype=like.dtype, generator=torch.Generator().manual_seed(2)).to(like.device)
+    a, b = 0.7, -1.3
+    with torch.no_grad():
+        ax, ao = A(x), A(other)
+        mixed = A(a * x + b * other)
+    if not all(bool(torch.isfinite(t).all()) for t in (ax, ao, mixed)):
+        return  # no verdict: the values overflow (or A returns NaN), which the callers' own checks report
+    scale = abs(a) * _norm64(ax) + abs(b) * _norm64(ao)  # norms in float64: a float32 sum of squares overflows
+    error = _norm64(mixed - a * ax - b * ao) / scale if scale > 0 else 0.0
+    if not error <= tolerance:
+        raise ValueError(f"{who}: the operator {type(A).__name__} is a LinearOperator but its forward is not linear "
+                         f"(relative error {error:.2g} of A(a x + b x') = a A x + b A x' at random points); {hint}")
+    checked.add(key)
+
+
 def _tensors(op: nn.Module):
     yield from op.parameters()
     yield from op.buffers()
@@ -164,10 +222,8 @@ class LinearOperator(Operator):
     def __init__(self, in_shape: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if in_shape is not None:
-            if not all(isinstance(n, int) and n > 0 for n in in_shape):
-                raise ValueError(f"{type(self).__name__}: argument 'in_shape' must be a tuple of positive integers "
-                                 f"(the input shape without the batch dimension), got {in_shape!r}")
-            self.in_shape = tuple(in_shape)
+            self.in_shape = check_shape(in_shape, type(self).__name__, "in_shape",
+                                        what=" (the input shape without the batch dimension)", allow_empty=True)
         self._input_shapes: dict[tuple[int, ...], dict[tuple[int, ...], bool]] = {}
         self._norms: dict[tuple, float] = {}
 
@@ -208,8 +264,9 @@ class LinearOperator(Operator):
             x = torch.zeros((y.shape[0], *in_shape), dtype=dtype, device=y.device, requires_grad=True)
             out = self(x)
             if out.shape != y.shape:
+                declared = f" (the output of its in_shape {tuple(self.in_shape)})" if self.in_shape is not None else ""
                 raise ValueError(f"{_describe(self)}.adjoint: argument 'y' must have the operator's output shape "
-                                 f"{tuple(out.shape)}, got {tuple(y.shape)}")
+                                 f"{tuple(out.shape)}{declared}, got {tuple(y.shape)}")
             if not out.requires_grad:
                 raise RuntimeError(f"{_describe(self)}.adjoint: forward is not differentiable by autograd, so its "
                                    f"adjoint cannot be derived; implement adjoint(y)")
@@ -305,16 +362,34 @@ class LinearOperator(Operator):
              warn: bool = True) -> torch.Tensor:
         """Least-squares solution of A x = y (of minimum norm from x0 = None) by the conjugate gradient
         (`imaging.linalg`) on AᴴA x = Aᴴy, to ‖AᴴA x − Aᴴy‖ ≤ tol ‖Aᴴy‖ per sample; a `ConvergenceWarning` when
-        max_iter ends it first (unless `warn` is False)."""
+        max_iter ends it first (unless `warn` is False). The operator's linearity is checked once (`check_linearity`),
+        and a ‖Aᴴy‖² that overflows the precision is an error (it would stop the CG at x = 0)."""
         import warnings
 
-        from imaging.linalg import ConvergenceWarning, check_finite, conjugate_gradient
+        from imaging.linalg import ConvergenceWarning, batch_dot, check_finite, conjugate_gradient
 
-        check_finite(y, f"{type(self).__name__}.pinv", "y")
+        who = f"{type(self).__name__}.pinv"
+        check_finite(y, who, "y")
         if x0 is not None:
-            check_finite(x0, f"{type(self).__name__}.pinv", "x0")
-            self(x0)  # lets operators with autograd-derived adjoints learn their input shape
-        result = conjugate_gradient(self.normal, self.adjoint(y), x0, tol=tol, max_iter=max_iter)
+            check_finite(x0, who, "x0")
+            try:
+                self(x0)  # lets operators with autograd-derived adjoints learn their input shape
+            except (ValueError, RuntimeError) as error:
+                raise ValueError(f"{who}: argument 'x0' of shape {tuple(x0.shape)} is not an input of the operator: "
+                                 f"{error}") from error
+        rhs = self.adjoint(y)
+        if x0 is not None and x0.shape != rhs.shape:
+            raise ValueError(f"{who}: argument 'x0' must have the shape of Aᴴy {tuple(rhs.shape)}, got "
+                             f"{tuple(x0.shape)}")
+        like = x0 if x0 is not None else rhs
+        check_linearity(self, like.real if like.is_complex() else like, who)
+        if not bool(torch.isfinite(rhs).all()):
+            raise FloatingPointError(f"{who}: Aᴴy has non-finite values in {rhs.dtype}: the operator returns "
+                                     f"non-finite values or overflows this precision; rescale A (and y) or use float64")
+        if not bool(torch.isfinite(batch_dot(rhs, rhs)).all()):
+            raise FloatingPointError(f"{who}: ‖Aᴴy‖² overflows {rhs.dtype}: the scale of A and y is too large for this "
+                                     f"precision (the CG would stop at x = 0); rescale A (and y) or use float64")
+        result = conjugate_gradient(self.normal, rhs, x0, tol=tol, max_iter=max_iter)
         if warn and not bool(result.converged.all()):
             warnings.warn(f"{type(self).__name__}.pinv: stopped by max_iter={max_iter} before its stopping rule was "
                           f"met: residual {float(result.residual.max()):.3g} > tol {tol:g}", ConvergenceWarning,

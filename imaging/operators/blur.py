@@ -11,11 +11,12 @@ cost does not grow with the kernel size.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 
-from imaging.operators.base import LinearOperator, check_input
+from imaging.operators.base import MAX_SIDE, LinearOperator, _is_int, check_input, check_size
 
 PADDING_MODES = ("circular", "zeros", "reflect", "replicate")
 
@@ -28,7 +29,12 @@ def gaussian_kernel(sigma: float | tuple[float, float], size: int | None = None,
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (sy, sx)):
         raise ValueError(f"gaussian_kernel: argument 'sigma' must be a positive finite number (pixels) or a pair of "
                          f"them, got {sigma!r}")
-    size = size or 2 * math.ceil(3 * max(sy, sx)) + 1
+    if size is None:
+        if 3 * max(sy, sx) > MAX_SIDE:
+            raise ValueError(f"gaussian_kernel: argument 'sigma' is too large for a kernel (its default size "
+                             f"2·ceil(3σ)+1 is above 2**31), got {sigma!r}")
+        size = 2 * math.ceil(3 * max(sy, sx)) + 1
+    size = check_size(size, "gaussian_kernel", "size")
     r = torch.arange(size, dtype=dtype) - (size - 1) / 2
     k = torch.exp(-r[:, None] ** 2 / (2 * sy ** 2) - r[None, :] ** 2 / (2 * sx ** 2))
     return k / k.sum()
@@ -36,18 +42,25 @@ def gaussian_kernel(sigma: float | tuple[float, float], size: int | None = None,
 
 def box_kernel(size: int | tuple[int, int], dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Normalised box (uniform) kernel of the given size."""
-    h, w = (size, size) if isinstance(size, int) else size
-    if h < 1 or w < 1:
-        raise ValueError(f"box_kernel: size must be positive, got {size}")
+    try:
+        h, w = (size, size) if isinstance(size, numbers.Integral) else size
+    except (TypeError, ValueError):
+        h = w = None
+    if not all(_is_int(n) and 1 <= n <= MAX_SIDE for n in (h, w)):
+        raise ValueError(f"box_kernel: size must be a positive integer up to 2**31 or a pair (h, w) of them, got "
+                         f"{size!r}")
     return torch.full((h, w), 1.0 / (h * w), dtype=dtype)
 
 
 def motion_kernel(length: float, angle: float = 0.0, size: int | None = None,
                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Normalised linear motion-blur kernel: a line of `length` pixels at `angle` degrees, anti-aliased."""
-    if length <= 0:
-        raise ValueError(f"motion_kernel: length must be positive, got {length}")
-    size = size or 2 * math.ceil(length / 2) + 1
+    if not (isinstance(length, numbers.Real) and math.isfinite(length) and 0 < length <= MAX_SIDE):
+        raise ValueError(f"motion_kernel: argument 'length' must be a positive finite number up to 2**31 (pixels), "
+                         f"got {length!r}")
+    if not (isinstance(angle, numbers.Real) and math.isfinite(angle)):
+        raise ValueError(f"motion_kernel: argument 'angle' must be a finite number (degrees), got {angle!r}")
+    size = check_size(size if size is not None else 2 * math.ceil(length / 2) + 1, "motion_kernel", "size")
     r = torch.arange(size, dtype=dtype) - (size - 1) / 2
     yy, xx = torch.meshgrid(r, r, indexing="ij")
     theta = math.radians(angle)
@@ -98,6 +111,18 @@ def _check_mode(mode: str, owner: str) -> str:
     if mode not in PADDING_MODES:
         raise ValueError(f"{owner}: argument 'mode' must be one of {PADDING_MODES}, got {mode!r}")
     return mode
+
+
+def _check_fits(who: str, kernel_size: tuple[int, int], x: torch.Tensor, mode: str) -> None:
+    """The kernel must fit the image: within it for mode='circular', within twice it for 'reflect' (padding by half
+    the kernel reflects the image, so it needs more pixels than the padding); 'zeros' and 'replicate' pad anything."""
+    (kh, kw), (h, w) = kernel_size, x.shape[-2:]
+    if mode == "circular" and (kh > h or kw > w):
+        raise ValueError(f"{who}: kernel {kh}x{kw} is larger than the image {h}x{w}")
+    if mode == "reflect" and (kh // 2 >= h or kw // 2 >= w):
+        raise ValueError(f"{who}: kernel {kh}x{kw} is larger than the image {h}x{w} allows with mode='reflect' (it "
+                         f"pads by half the kernel, so it needs an image of at least {kh // 2 + 1}x{kw // 2 + 1}); use "
+                         f"a larger image, a smaller kernel or mode='zeros' or 'replicate'")
 
 
 def _check_image(op, x: torch.Tensor, arg: str = "x") -> torch.Tensor:
@@ -161,6 +186,7 @@ class Blur(LinearOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(self, x)
+        _check_fits("Blur", self.kernel.shape[-2:], x, self.mode)
         if self.mode == "circular":
             return self._fft_apply(x, conj=False)
         # 'same' convolution = pad, then the 'valid' part of a linear convolution, which a circular convolution of
@@ -184,6 +210,7 @@ class Blur(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_image(self, y, "y")
+        _check_fits("Blur", self.kernel.shape[-2:], y, self.mode)
         if self.mode == "circular":
             return self._fft_apply(y, conj=True)
         kh, kw = self.kernel.shape[-2:]
@@ -200,9 +227,7 @@ class Downsampling(LinearOperator):
 
     def __init__(self, factor: int, filter: str | torch.Tensor = "gaussian", mode: str = "reflect") -> None:
         super().__init__()
-        if not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"Downsampling: argument 'factor' must be a positive integer, got {factor!r}")
-        self.factor = factor
+        self.factor = check_size(factor, "Downsampling", "factor")
         if isinstance(filter, torch.Tensor):
             kernel = filter
         elif filter == "gaussian":
@@ -219,6 +244,7 @@ class Downsampling(LinearOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(self, x)
+        _check_fits("Downsampling", self.blur.kernel.shape[-2:], x, self.mode)
         return self.blur(x)[..., :: self.factor, :: self.factor]
 
     def svd(self, like: torch.Tensor):
@@ -248,8 +274,14 @@ class Downsampling(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _check_image(self, y, "y")
-        shape = self._input_for(y)[0]
+        shape = tuple(self._input_for(y)[0])
+        f = self.factor
+        if len(shape) != 3 or tuple(y.shape[1:]) != (shape[0], -(-shape[1] // f), -(-shape[2] // f)):
+            raise ValueError(f"Downsampling.adjoint: argument 'y' of shape {tuple(y.shape)} is not an output of the "
+                             f"declared in_shape {shape}: an input (C, H, W) gives outputs (N, C, ceil(H/{f}), "
+                             f"ceil(W/{f}))")
         up = y.new_zeros((y.shape[0], *shape))
+        _check_fits("Downsampling", self.blur.kernel.shape[-2:], up, self.mode)
         up[..., :: self.factor, :: self.factor] = y
         return self.blur.adjoint(up)
 

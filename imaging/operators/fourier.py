@@ -6,9 +6,12 @@ complex (N, C, H, W) with zeros where not sampled. F is unitary, so ‖A‖ ≤ 
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
-from imaging.operators.base import LinearOperator, check_input
+from imaging.operators.base import LinearOperator, check_input, check_shape
 from imaging.operators.sampling import _generator
 
 _DIMS = (-2, -1)
@@ -31,9 +34,12 @@ def cartesian_mask(shape: tuple[int, int], acceleration: float = 4.0, center_fra
     A fraction `center_fraction` of the W columns around the centre is always kept; the rest are drawn at random so
     that about W / `acceleration` columns are sampled in total.
     """
-    h, w = shape
-    if acceleration < 1:
-        raise ValueError(f"cartesian_mask: acceleration must be >= 1, got {acceleration}")
+    h, w = check_shape(shape, "cartesian_mask", "shape", 2, " (H, W)")
+    if not (isinstance(acceleration, numbers.Real) and math.isfinite(acceleration) and acceleration >= 1):
+        raise ValueError(f"cartesian_mask: argument 'acceleration' must be a finite number >= 1, got {acceleration!r}")
+    if not (isinstance(center_fraction, numbers.Real) and 0 <= center_fraction <= 1):
+        raise ValueError(f"cartesian_mask: argument 'center_fraction' must be a number in [0, 1] (the fraction of "
+                         f"columns always kept), got {center_fraction!r}")
     center = max(1, round(w * center_fraction))
     keep = torch.zeros(w, dtype=torch.bool)
     start = w // 2 - center // 2
@@ -57,6 +63,9 @@ class MRI(LinearOperator):
         if not isinstance(mask, torch.Tensor) or mask.is_complex() or mask.dim() < 2:
             raise ValueError("MRI: argument 'mask' must be a real tensor of shape (H, W) or broadcastable to "
                              "(N, C, H, W)")
+        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+            raise ValueError("MRI: argument 'mask' has non-finite values (NaN or inf); expected weights, typically 0 "
+                             "(not sampled) and 1 (sampled)")
         self.register_buffer("mask", mask.double())
 
     def _check(self, x: torch.Tensor, arg: str) -> torch.Tensor:

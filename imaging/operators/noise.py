@@ -50,6 +50,8 @@ class PoissonNoise(nn.Module):
     def forward(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if z.is_complex():
             raise TypeError("PoissonNoise: intensities must be real, got a complex tensor")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("PoissonNoise: argument 'z' (the intensities) must be finite, got NaN or inf values")
         if (z < 0).any():
             raise ValueError("PoissonNoise: intensities must be non-negative")
         device = generator.device if generator is not None else z.device

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from imaging.operators.base import LinearOperator, check_input
+from imaging.operators.base import LinearOperator, _is_int, check_input, check_shape, check_size
 
 
 def _generator(seed: int | None) -> torch.Generator:
@@ -43,6 +43,7 @@ class Inpainting(LinearOperator):
     @classmethod
     def random(cls, shape: tuple[int, ...], fraction_observed: float, seed: int | None = 0) -> "Inpainting":
         """Mask of the given shape with each pixel observed independently with probability `fraction_observed`."""
+        shape = check_shape((shape,) if _is_int(shape) else shape, "Inpainting.random", "shape")
         if not 0 < fraction_observed <= 1:
             raise ValueError(f"Inpainting.random: fraction_observed must be in (0, 1], got {fraction_observed}")
         return cls((torch.rand(shape, generator=_generator(seed), dtype=torch.float64) < fraction_observed).double())
@@ -79,11 +80,14 @@ class CompressedSensing(LinearOperator):
     """
 
     def __init__(self, m: int, in_shape: tuple[int, ...], seed: int | None = 0, dtype: torch.dtype = torch.float64):
-        super().__init__()
-        n = math.prod(in_shape)
-        if m < 1:
-            raise ValueError(f"CompressedSensing: argument 'm' must be positive, got {m}")
-        self.in_shape, self.m, self.seed = tuple(in_shape), m, seed
+        super().__init__(in_shape=check_shape(in_shape, "CompressedSensing", "in_shape",
+                                     what=" (the input shape without the batch dimension)"))
+        n = math.prod(self.in_shape)
+        m = check_size(m, "CompressedSensing", "m")
+        if m * n > 2 ** 62:
+            raise ValueError(f"CompressedSensing: argument 'm' gives an m × n matrix of more than 2**62 entries (n = "
+                             f"{n}), got {m}")
+        self.m, self.seed = m, seed
         self.register_buffer("matrix", torch.randn(m, n, generator=_generator(seed), dtype=dtype) / math.sqrt(m))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from imaging.operators.base import LinearOperator, check_input
+from imaging.operators.base import LinearOperator, check_input, check_shape, check_size
 
 _POINTS_PER_CHUNK = 1 << 22
 
@@ -33,16 +33,16 @@ class Radon(LinearOperator):
     def __init__(self, image_shape: tuple[int, int], angles: int | torch.Tensor = 180,
                  n_detectors: int | None = None) -> None:
         super().__init__()
-        h, w = image_shape
+        h, w = check_shape(image_shape, "Radon", "image_shape", 2, " (H, W)")
         if isinstance(angles, int):
-            if angles < 1:
-                raise ValueError(f"Radon: argument 'angles' must be positive, got {angles}")
+            angles = check_size(angles, "Radon", "angles")
             angles = torch.arange(angles, dtype=torch.float64) * math.pi / angles
         angles = torch.as_tensor(angles, dtype=torch.float64).flatten()
         if angles.numel() == 0 or not bool(torch.isfinite(angles).all()):
             raise ValueError("Radon: argument 'angles' must hold at least one finite angle (radians)")
         self.image_shape = (h, w)
-        self.n_detectors = n_detectors or math.ceil(math.hypot(h, w))
+        self.n_detectors = check_size(n_detectors, "Radon", "n_detectors") if n_detectors is not None else \
+            math.ceil(math.hypot(h, w))
         self.register_buffer("angles", angles)
 
     def _grids(self, dtype: torch.dtype):

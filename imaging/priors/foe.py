@@ -103,17 +103,21 @@ class FieldOfExperts(nn.Module):
         """A field of experts from a safetensors file written by `imaging.data.save_weights` (tensors `filters`,
         `log_weights`, `log_nu`; the potential, padding and zero_mean in the metadata's settings), e.g. a
         snapshot of examples/learn_foe.py; its settings are kept as `.settings`."""
-        import json
+        from imaging.data import load_weights
 
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            keys = set(f.keys())
-            if not {"filters", "log_weights", "log_nu"} <= keys:
-                raise ValueError(f"FieldOfExperts.load: {path} is not a field of experts (tensors 'filters', "
-                                 f"'log_weights', 'log_nu' expected, found {sorted(keys)})")
-            tensors = {key: f.get_tensor(key).to(dtype) for key in keys}
-            settings = json.loads((f.metadata() or {}).get("settings", "{}"))
+        tensors, settings = load_weights(path, "FieldOfExperts.load")
+        if not {"filters", "log_weights", "log_nu"} <= set(tensors):
+            raise ValueError(f"FieldOfExperts.load: {path} is not a field of experts (tensors 'filters', "
+                             f"'log_weights', 'log_nu' expected, found {sorted(tensors)})")
+        if not isinstance(settings, dict):
+            raise ValueError(f"FieldOfExperts.load: {path} has settings metadata {settings!r}; expected a JSON object "
+                             f"(potential, padding, zero_mean)")
+        shapes = {key: tuple(tensors[key].shape) for key in ("filters", "log_weights", "log_nu")}
+        K = shapes["filters"][0] if len(shapes["filters"]) == 3 else None
+        if K is None or shapes["log_weights"] != (K,) or shapes["log_nu"] != (K,):
+            raise ValueError(f"FieldOfExperts.load: {path}: tensors 'filters', 'log_weights', 'log_nu' must have "
+                             f"shapes (K, kh, kw), (K,), (K,), got {list(shapes.values())}")
+        tensors = {key: tensor.to(dtype) for key, tensor in tensors.items()}
         model = cls(tensors["filters"], tensors["log_weights"].exp(), tensors["log_nu"].exp(),
                     settings.get("potential", "abs"), settings.get("padding", "reflect"),
                     settings.get("zero_mean", False))

@@ -35,6 +35,33 @@ def _local_folder(path: str | Path, who: str) -> Path:
     return folder
 
 
+def _load_model(model_class: Any, folder: Path, who: str, dtype: torch.dtype | None) -> Any:
+    """`model_class.from_pretrained(folder)` (local files only) with clear errors naming the folder for what
+    diffusers lets through: a config.json far larger than the weights files (checked on the meta device, before
+    anything is allocated), missing or unexpected weights (diffusers would initialise missing ones at random) and
+    weights holding NaN or infinite values."""
+    files = [file for file in folder.iterdir() if file.suffix in (".safetensors", ".bin") and file.is_file()]
+    if files:  # without weights files, diffusers' own error names them
+        with torch.device("meta"):
+            skeleton = model_class.from_config(model_class.load_config(str(folder), local_files_only=True))
+        count, size = sum(p.numel() for p in skeleton.parameters()), sum(file.stat().st_size for file in files)
+        if count > 4 * size:  # >= a byte a parameter (8-bit); the slack leaves missing weights to the key check
+            raise ValueError(f"{who}: {folder / 'config.json'} describes a model of {count:.3g} parameters but the "
+                             f"weights files in {folder} ({', '.join(file.name for file in files)}) hold {size} "
+                             f"bytes: its sizes (e.g. block_out_channels) do not match the weights")
+    model, info = model_class.from_pretrained(str(folder), torch_dtype=dtype, low_cpu_mem_usage=False,
+                                              local_files_only=True, output_loading_info=True)
+    for kind in ("missing_keys", "unexpected_keys"):
+        if info.get(kind):
+            raise ValueError(f"{who}: the weights files in {folder} do not match its config.json: "
+                             f"{len(info[kind])} {kind.replace('_', ' ')} (first: {sorted(info[kind])[:4]})")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{who}: the weights files in {folder} hold non-finite values (NaN or inf) in "
+                             f"{name!r}; they are corrupt")
+    return model
+
+
 def _net_dtype(net: Any) -> torch.dtype | None:
     if isinstance(net, nn.Module):
         for p in net.parameters():
@@ -134,9 +161,7 @@ class DiffusionPrior(_RangeMap):
 
         root = _local_folder(folder, "DiffusionPrior.from_pretrained")
         unet_dir = root / "unet" if (root / "unet").is_dir() else root
-        unet = UNet2DModel.from_pretrained(str(unet_dir), torch_dtype=dtype, low_cpu_mem_usage=False,
-                                           local_files_only=True)
-        unet = unet.to(device).eval()
+        unet = _load_model(UNet2DModel, unet_dir, "DiffusionPrior.from_pretrained", dtype).to(device).eval()
         scheduler_dir = root / "scheduler"
         scheduler = (DDPMScheduler.from_pretrained(str(scheduler_dir), local_files_only=True)
                      if scheduler_dir.is_dir() else None)
@@ -391,23 +416,21 @@ class FlowPrior(_RangeMap):
 
         root = _local_folder(folder, "FlowPrior.from_pretrained")
         transformer_dir = _local_folder(root / "transformer", "FlowPrior.from_pretrained (transformer/)")
-        transformer = SD3Transformer2DModel.from_pretrained(str(transformer_dir), torch_dtype=dtype,
-                                                            low_cpu_mem_usage=False, local_files_only=True)
+        transformer = _load_model(SD3Transformer2DModel, transformer_dir, "FlowPrior.from_pretrained", dtype)
         ae_dir = Path(autoencoder) if Path(autoencoder).is_absolute() else root / autoencoder
         ae_dir = _local_folder(ae_dir, "FlowPrior.from_pretrained (autoencoder)")
         config = (ae_dir / "config.json").read_text() if (ae_dir / "config.json").exists() else ""
         ae_class = AutoencoderTiny if '"AutoencoderTiny"' in config else AutoencoderKL
-        vae = ae_class.from_pretrained(str(ae_dir), torch_dtype=dtype, low_cpu_mem_usage=False,
-                                       local_files_only=True)
+        vae = _load_model(ae_class, ae_dir, "FlowPrior.from_pretrained", dtype)
         if (root / "scheduler").is_dir() and "scheduler" not in kwargs:
             kwargs["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(str(root / "scheduler"),
                                                                                   local_files_only=True)
         prior = cls(transformer.to(device).eval(), vae.to(device).eval(), **kwargs)
         calibration = root / "calibration.safetensors"
         if calibration.exists():
-            from safetensors.torch import load_file
+            from imaging.data import load_weights
 
-            weights = load_file(str(calibration)).get("weights")
+            weights = load_weights(calibration, "FlowPrior.from_pretrained")[0].get("weights")
             if weights is None or weights.dim() != 1 or not bool(torch.isfinite(weights).all()) \
                     or not bool((weights >= 0).all()):
                 raise ValueError(f"FlowPrior.from_pretrained: {calibration} must hold 'weights', a 1-D curve of "

@@ -29,7 +29,7 @@ Reference: Fang, Buchanan, Sulam, "What's in a Prior? Learned Proximal Networks 
 """
 from __future__ import annotations
 
-import json
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -391,36 +391,46 @@ def prox_in_patches(model: LearnedProximalNetwork, image: torch.Tensor, stride: 
 ARCHITECTURES = {"LPN1d": LPN1d, "LPNPatch": LPNPatch, "LPNConv": LPNConv}
 
 
+def _check_layers(path: Path, architecture: str, config: dict, stored: dict[str, tuple]) -> None:
+    """Compare the depth and widths of the config with those the stored tensors imply (the number of input-skip
+    layers, the shape of `first.weight`) before anything is built: a corrupt config (depth 10⁶, 10⁹ channels)
+    would otherwise build millions of modules, even on the meta device."""
+    first = stored.get("first.weight")
+    if first is None or len(first) < 2:
+        raise ValueError(f"load_lpn: {path}: the stored tensors do not match its {architecture} config {config!r} "
+                         f"(no 2-D or 4-D 'first.weight')")
+    skips = len({key.split(".")[1] for key in stored if key.startswith("skips.")})
+    implied = {"hidden": first[0], "channels": first[1], "depth": skips + (architecture == "LPN1d")}
+    parameters = inspect.signature(ARCHITECTURES[architecture]).parameters
+    for name, value in implied.items():
+        given = config.get(name, parameters[name].default) if name in parameters else value
+        if given != value or type(given) is not int:
+            raise ValueError(f"load_lpn: {path}: the stored tensors do not match its {architecture} config "
+                             f"{config!r} ({name} = {given!r} in the config, {value} in the stored tensors)")
+
+
 def load_lpn(path: str | Path, dtype: torch.dtype = torch.float32) -> LearnedProximalNetwork:
     """Rebuild an LPN from a safetensors checkpoint written by `LearnedProximalNetwork.save` (or the training
     function); its settings (training set-up) are in `model.settings`."""
-    from safetensors import safe_open
+    from imaging.data import load_weights
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"load_lpn: {path} does not exist")
-    if not path.is_file():
-        raise IsADirectoryError(f"load_lpn: {path} is not a file; pass the .safetensors checkpoint itself")
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
-        try:
-            settings = json.loads((f.metadata() or {}).get("settings", "{}"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"load_lpn: {path} has unreadable settings metadata ({error})") from None
+    tensors, settings = load_weights(path, "load_lpn")
     config = settings.get("config", {}) if isinstance(settings, dict) else None
     architecture = settings.get("architecture") if isinstance(settings, dict) else None
     if architecture not in ARCHITECTURES or not isinstance(config, dict):
         raise ValueError(f"load_lpn: {path} names architecture {architecture!r} with config {config!r}; expected "
                          f"one of {sorted(ARCHITECTURES)} and a dict of its arguments")
-    # The metadata is checked against the stored tensors on the meta device (nothing allocated) before the
-    # network is built: a few-byte file cannot ask for gigabytes.
+    # The metadata is checked against the stored tensors, first the layer counts and widths, then every shape on
+    # the meta device (nothing allocated), before the network is built: a few-byte file cannot ask for gigabytes.
+    stored = {key: tuple(value.shape) for key, value in tensors.items()}
+    _check_layers(path, architecture, config, stored)
     try:
         with torch.device("meta"):
             skeleton = ARCHITECTURES[architecture](**config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"load_lpn: {path} has an invalid {architecture} config {config!r}: {error}") from None
     expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
-    stored = {key: tuple(value.shape) for key, value in tensors.items()}
     if expected != stored:
         wrong = sorted(set(expected) ^ set(stored)) or sorted(k for k in expected if expected[k] != stored[k])
         raise ValueError(f"load_lpn: {path}: the stored tensors do not match its {architecture} config "

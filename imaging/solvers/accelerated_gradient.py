@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
+from imaging.solvers.base import (DivergenceError, IterativeSolver, Result, box_bounds, check_linearity, require_linear,
                                   unknown_like)
 from imaging.linalg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
@@ -90,10 +90,12 @@ class AcceleratedGradient(IterativeSolver):
         batch = x.shape[0]
         L = torch.full((batch,), self.lipschitz, dtype=x.real.dtype, device=x.device)
         t = torch.ones(batch, dtype=x.real.dtype, device=x.device)
+        self._steps = 0  # steps taken (for the line search's error)
         return x, x.clone(), t, L, self._value(x)
 
     def step(self, state):
         x, z, t, L, f_x = state
+        self._steps += 1
         shape = (-1,) + (1,) * (x.dim() - 1)
         f_z, g = self.objective(z)
         backtracks = 0
@@ -104,7 +106,15 @@ class AcceleratedGradient(IterativeSolver):
             bound = f_z + _dot(g, d) + 0.5 * L * _dot(d, d)
             # a slack for rounding: near the solution both sides agree only to the precision of F
             ok = f_new <= bound + 10 * torch.finfo(f_z.dtype).eps * f_z.abs()
-            if bool(ok.all()) or backtracks == 60:
+            if bool(ok.all()):
+                break
+            if backtracks == 60:  # rounding near the solution is accepted; a step that raises F is not
+                if bool((~ok & (f_new > f_z + 10 * torch.finfo(f_z.dtype).eps * f_z.abs())).any()):
+                    raise DivergenceError(
+                        f"AcceleratedGradient: would diverge: the line search found no descent step after 60 doublings of L "
+                        f"(now {float(L.max()):.3g}): the Lipschitz guess 'lipschitz' ({self.lipschitz:.3g}) is far "
+                        f"too small, or the objective is not smooth; the exception's .x is the last iterate", x,
+                        self._steps)
                 break
             L = torch.where(ok, L, 2 * L)
             backtracks += 1

@@ -11,7 +11,7 @@ import torch
 
 from imaging._progress import progress_bar
 from imaging.linalg import ConvergenceWarning  # noqa: F401 (defined with the CG, re-exported here)
-from imaging.operators.base import LinearOperator, tensor_state
+from imaging.operators.base import LinearOperator, check_linearity as probe_linearity
 
 LOGGER = logging.getLogger("imaging")
 
@@ -49,23 +49,9 @@ NONLINEAR_SOLVERS = "RedDiff, Flair"  # the solvers that accept a nonlinear Oper
 
 
 def check_linearity(A: LinearOperator, like: torch.Tensor, who: str) -> None:
-    """Once per operator, input shape and state of its tensors: A(a x + b x') = a A x + b A x' at two random points
-    (3 applications of A), else a ValueError naming the operator: a `LinearOperator` whose forward is not linear
-    would otherwise give a silently wrong answer (its derived adjoint is a gradient at 0)."""
-    from imaging.testing import check_linear
-
-    key = (tuple(like.shape), like.dtype, tensor_state(A))
-    checked = A.__dict__.setdefault("_linearity_checked", set())
-    if key in checked:
-        return
-    tolerance = 1e-6 if like.real.dtype == torch.float64 else 1e-3
-    error = check_linear(A, torch.randn(like.shape, dtype=like.dtype, generator=torch.Generator().manual_seed(0)
-                                        ).to(like.device))
-    if not error <= tolerance:
-        raise ValueError(f"{who}: the operator {type(A).__name__} is a LinearOperator but its forward is not linear "
-                         f"(relative error {error:.2g} of A(a x + b x') = a A x + b A x' at random points); subclass "
-                         f"Operator for a nonlinear model and use {NONLINEAR_SOLVERS}")
-    checked.add(key)
+    """The operators' linearity probe (`imaging.operators.base.check_linearity`: once per operator, shape and
+    state), its error naming the solvers that take a nonlinear forward model."""
+    probe_linearity(A, like, who, hint=f"subclass Operator for a nonlinear model and use {NONLINEAR_SOLVERS}")
 
 
 def require_linear(A, who: str) -> None:
@@ -110,30 +96,32 @@ class DivergenceError(FloatingPointError):
 
 
 class _BlowUpWatch:
-    """Divergence: the watched quantity grew by more than `factor` per iteration for `streak` iterations in a row
-    and is more than `total` times its first value. (Convergent iterations, monotone or not, do not grow
-    geometrically; a step above the stability limit does, long before it overflows.)"""
+    """Divergence: the watched quantity grew at every one of the last `streak` iterations, by a factor of at least
+    `factor` per iteration on average over them, and is more than `total` times its first value. Convergent
+    iterations, monotone or not, do not grow geometrically for long (from a zero start an iterate grows about
+    linearly); a step above the stability limit does, long before it overflows."""
 
-    factor, streak, total = 1.5, 10, 1e6
+    factor, streak, total = 1.1, 10, 1e6
 
     def __init__(self) -> None:
         self.first: float | None = None
-        self.last, self.count = None, 0
+        self.recent: list[float] = []
         self.good_state, self.good_iteration, self.iteration = None, 0, 0
 
     def diverged(self, value: float, previous_state: Any) -> bool:
         value = abs(value)
         self.iteration += 1
         if self.first is None:
-            self.first, self.last, self.good_state = value, value, previous_state
+            self.first, self.recent, self.good_state = value, [value], previous_state
             return False
-        growing = value > self.factor * self.last
-        if not growing or self.count == 0:
+        if value <= self.recent[-1]:  # not growing: the growth (if any) starts after this iterate
+            self.recent = []
+        if not self.recent:
             self.good_state, self.good_iteration = previous_state, self.iteration - 1
-        self.count = self.count + 1 if growing else 0
-        self.last = value
+        self.recent = (self.recent + [value])[-(self.streak + 1):]
         tiny = torch.finfo(torch.float64).tiny
-        return self.count >= self.streak and value > self.total * max(self.first, tiny)
+        return (len(self.recent) > self.streak and value > self.total * max(self.first, tiny)
+                and value >= self.factor ** self.streak * self.recent[0])
 
 
 class IterativeSolver:

@@ -101,6 +101,9 @@ class FISTA(IterativeSolver):
         metrics.update(residual=change, inner_iterations=info["iterations"])
         return (x_new, z, t_new, info["p"]), metrics
 
+    def size(self, state) -> float:  # watched for a blow-up where a bare prox gives no objective
+        return float(batch_norm(state[0]).max())
+
     def estimate(self, state) -> torch.Tensor:
         return state[0]
 

@@ -83,8 +83,9 @@ class PDHG(IterativeSolver):
         self.tau = tau if tau is not None else 1.0 / lipschitz
         k_norm2 = max(4.0 * (like.dim() - 2) * float(self.lam.max()) ** 2, 1e-30)
         self.sigma = sigma if sigma is not None else 0.99 * (1.0 / self.tau - lipschitz / 2) / k_norm2
-        if self.tau <= 0 or self.sigma <= 0:
-            raise ValueError(f"PDHG: step sizes must be positive, got tau={self.tau}, sigma={self.sigma}")
+        for name, value in (("tau", self.tau), ("sigma", self.sigma)):
+            if not (math.isfinite(value) and value > 0):  # NaN fails too
+                raise ValueError(f"PDHG: argument '{name}' (a step size) must be a finite number > 0, got {value}")
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         scale = self.A.norm(self.like) ** 2

@@ -27,7 +27,7 @@ from imaging.operators.base import Operator
 from imaging.priors.generative import DiffusionPrior
 from imaging.solvers._variational import (SeededNoise, check_measurement, problem_first, schedule_check,
                                           squared_misfit, starting_image)
-from imaging.solvers.base import IterativeSolver
+from imaging.solvers.base import DivergenceError, IterativeSolver
 from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver
 
 
@@ -138,7 +138,7 @@ class RedDiff(IterativeSolver):
             self.lam = self.default_lam(x0)
         mu = self.prior.to_model(x0).clone().requires_grad_(True)
         optimizer = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
-        return {"mu": mu, "optimizer": optimizer, "noise": SeededNoise(self.seed), "k": 0}
+        return {"mu": mu, "optimizer": optimizer, "noise": SeededNoise(self.seed), "k": 0, "previous": mu.detach()}
 
     def step(self, state):
         mu, optimizer, noise = state["mu"], state["optimizer"], state["noise"]
@@ -155,6 +155,12 @@ class RedDiff(IterativeSolver):
             loss.backward()
         mu.grad += (self.lam / n_x) * direction  # the stop-gradient prior term, added to autograd's data gradient
         optimizer.step()
+        size = float(mu.detach().abs().max())
+        if not size <= 1e3:  # the model range is [−1, 1]: far outside it, the steps are too large
+            raise DivergenceError(f"RedDiff: diverged: the iterate reached {size:.3g} in model units (range [−1, 1]) "
+                                  f"at step {state['k']}; lower the step size 'lr' (now {self.lr:g})",
+                                  self.prior.to_image(state["previous"]), state["k"] - 1)
+        state["previous"] = mu.detach().clone()
         return state, {"t": float(t), "data_rms": math.sqrt(float(misfit.mean()) / n_y),
                        "prior_loss": float((residual * residual).mean())}
 
