@@ -8,7 +8,7 @@ from conftest import requires_ext
 from imaging.data import load_image
 from imaging.operators import GaussianNoise, Identity, Inpainting, Radon, gaussian_kernel
 from imaging.priors import FlowPrior
-from imaging.solvers import FISTA, Flair, PnPADMM, least_squares
+from imaging.solvers import FISTA, GSURE, SURE, Discrepancy, Flair, PnPADMM, PnPPGD, least_squares
 
 NAN = float("nan")
 Y = torch.rand(2, 1, 8, 8)
@@ -270,3 +270,43 @@ def test_pdhg_step_sizes_must_be_finite(name, value):
 
     with pytest.raises(ValueError, match=f"PDHG: argument '{name}'"):
         PDHG(Identity(), Y, 0.05, **{name: value})
+
+
+@pytest.mark.parametrize("message, call", [
+    ("Discrepancy: argument 'max_solves'", lambda: Discrepancy(max_solves=0)),
+    ("SURE: argument 'epsilon'", lambda: SURE(epsilon=0.0)),
+    ("SURE: argument 'epsilon'", lambda: SURE(epsilon=NAN)),
+    ("GSURE: argument 'cg_tol'", lambda: GSURE(cg_tol=NAN)),
+    ("FISTA: argument 'inner_tol'", lambda: FISTA(Identity(), Y, 0.1, inner_tol=NAN)),
+    ("FISTA: argument 'inner_max_iter'", lambda: FISTA(Identity(), Y, 0.1, inner_max_iter=-1)),
+    ("PnPADMM: argument 'cg_iter'", lambda: PnPADMM(Identity(), Y, lambda v: v, cg_iter=-1)),
+    ("PnPADMM: argument 'cg_tol'", lambda: PnPADMM(Identity(), Y, lambda v: v, cg_tol=NAN)),
+    ("PnPPGD: argument 'step'", lambda: PnPPGD(Identity(), Y, lambda v: v, step=torch.full((2,), 0.5))),
+    ("FISTA: argument 'x0' must have the unknown's shape", lambda: FISTA(Identity(), Y, 0.1).run(torch.zeros(2, 1, 4, 4))),
+    ("PnPPGD: argument 'x0' must have the unknown's shape",
+     lambda: PnPPGD(Identity(), Y, lambda v: v).run(torch.zeros(2, 1, 4, 4))),
+    ("PDHG: argument 'x_like' \\(or 'x0'\\)", lambda: imaging.tv_reconstruct(Identity(), Y, 0.1,
+                                                                           x0=torch.zeros(2, 1, 4, 4))),
+    ("calibration.pgd: argument 'tol'", lambda: _calibrate(tol=NAN)),
+    ("calibration.pgd: argument 'step'", lambda: _calibrate(line_search=False, step=NAN)),
+    ("prox_in_patches: argument 'stride'", lambda: _patches(stride=0)),
+    ("least_squares: Aᴴy has non-finite values .* rescale A",
+     lambda: least_squares(Identity() * 1e20, torch.rand(1, 1, 8, 8) * 1e20, 0.1)),
+])
+def test_solver_options_and_scales_get_a_clear_error(message, call):
+    with pytest.raises((ValueError, FloatingPointError), match=message):
+        call()
+
+
+def _calibrate(**options):
+    from imaging.calibration import calibrate, pgd
+
+    A = torch.randn(6, 8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return calibrate(torch.einsum("lmn,n->lm", A, torch.rand(5, dtype=torch.float64) + 0.5), A, pgd, **options)
+
+
+def _patches(**options):
+    from imaging.priors import pretrained_lpn
+    from imaging.priors.lpn import prox_in_patches
+
+    return prox_in_patches(pretrained_lpn("digits"), torch.rand(1, 1, 16, 16), **options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection,
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection, check_number,
                                         check_measurements, expand_truth, loss_of)
 from imaging.calibration.sensing import GainSensing
 from imaging.linalg import conjugate_gradient
@@ -62,6 +62,8 @@ class Alternating(CalibrationSolver):
         if cg_steps < 1:
             raise ValueError(f"{owner}: argument 'cg_steps' must be >= 1, got {cg_steps}")
         self.cg_steps = cg_steps
+        if tol is not None:
+            check_number(tol, owner, "tol")
         self.tol_loss = tol if tol is not None else (1e-7 if y.real.dtype == torch.float64 else 1e-5)
 
     def init(self, x0):

@@ -367,7 +367,9 @@ def prox_in_patches(model: LearnedProximalNetwork, image: torch.Tensor, stride: 
     size = getattr(model, "size", None)
     if size is None:
         raise ValueError("prox_in_patches: argument 'model' must be a fixed-size network with a 'size' (LPNPatch)")
-    stride = stride or max(1, size // 2)
+    stride = max(1, size // 2) if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int):
+        raise ValueError(f"prox_in_patches: argument 'stride' must be an integer in [1, {size}], got {stride!r}")
     if image.dim() != 4 or min(image.shape[-2:]) < size:
         raise ValueError(f"prox_in_patches: argument 'image' must have shape (N, C, H, W) with H, W >= {size}, got "
                          f"{tuple(image.shape)}")

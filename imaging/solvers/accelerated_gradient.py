@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import (DivergenceError, IterativeSolver, Result, box_bounds, check_linearity, require_linear,
-                                  unknown_like)
+from imaging.solvers.base import (DivergenceError, IterativeSolver, Result, box_bounds, check_linearity, check_start,
+                                  require_linear, unknown_like)
 from imaging.linalg import batch_dot, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
@@ -53,7 +53,7 @@ class AcceleratedGradient(IterativeSolver):
         if prepare_search(self, lam, y, A, noise_level, options, "AcceleratedGradient"):
             lam = 0.0
         self.lam = float(lam)
-        self.like = unknown_like(A, y, x_like)
+        self.like = unknown_like(A, y, x_like, "AcceleratedGradient")
         check_linearity(A, self.like, "AcceleratedGradient")
         if lipschitz is None:
             bound, data = getattr(prior, "lipschitz_bound", None), A.norm(self.like) ** 2
@@ -86,6 +86,7 @@ class AcceleratedGradient(IterativeSolver):
         return x if self.lower is None and self.upper is None else x.clamp(self.lower, self.upper)
 
     def init(self, x0: torch.Tensor | None):
+        check_start(x0, self.like, "AcceleratedGradient")
         x = self._project(x0.to(self.like.dtype).clone() if x0 is not None else torch.zeros_like(self.like))
         batch = x.shape[0]
         L = torch.full((batch,), self.lipschitz, dtype=x.real.dtype, device=x.device)

@@ -40,9 +40,44 @@ def real_part(t: torch.Tensor) -> torch.Tensor:
     return t.real if t.is_complex() else t
 
 
-def unknown_like(A, y: torch.Tensor, x_like: torch.Tensor | None) -> torch.Tensor:
-    """A tensor shaped like the unknown: `x_like` when given, else Aᴴy (its real part for complex measurements)."""
-    return x_like if x_like is not None else real_part(A.adjoint(y))
+def adjoint_of(A, y: torch.Tensor, who: str) -> torch.Tensor:
+    """Aᴴy, with a clear error when it overflows the dtype (an operator or data scaled far from 1 in float32)."""
+    out = A.adjoint(y)
+    if not bool(torch.isfinite(out).all()):
+        raise FloatingPointError(f"{who}: Aᴴy has non-finite values although y is finite: the operator's scale is too "
+                                 f"large for {out.dtype}; rescale A (and y) or use float64")
+    return out
+
+
+def unknown_like(A, y: torch.Tensor, x_like: torch.Tensor | None, who: str = "solver") -> torch.Tensor:
+    """A tensor shaped like the unknown: `x_like` when given (checked: A of it has y's shape), else Aᴴy (its real
+    part for complex measurements)."""
+    if x_like is None:
+        return real_part(adjoint_of(A, y, who))
+    with torch.no_grad():
+        out = A(x_like)
+    if out.shape != y.shape:
+        raise ValueError(f"{who}: argument 'x_like' (or 'x0') has shape {tuple(x_like.shape)}, but A maps it to "
+                         f"{tuple(out.shape)}, not to the shape of y {tuple(y.shape)}")
+    return x_like
+
+
+def check_start(x0: torch.Tensor | None, like: torch.Tensor, who: str) -> None:
+    """A start x0, when given, must be a tensor of the unknown's shape."""
+    if x0 is not None and (not isinstance(x0, torch.Tensor) or x0.shape != like.shape):
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"{who}: argument 'x0' must have the unknown's shape {tuple(like.shape)}, got {got}")
+
+
+def check_option(value, who: str, name: str, *, integer: bool = False, positive: bool = False) -> None:
+    """A solver option: a finite real number >= 0 (> 0 with `positive`; an int up to 2**62 with `integer`), else a
+    ValueError naming it (NaN fails too)."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) and value >= 0 and \
+        not (positive and value == 0) and not (integer and value > 2 ** 62)
+    if not ok:
+        what = "an integer" if integer else "a finite number"
+        raise ValueError(f"{who}: argument '{name}' must be {what} {'>' if positive else '>='} 0, got {value!r}")
 
 
 NONLINEAR_SOLVERS = "RedDiff, Flair"  # the solvers that accept a nonlinear Operator
@@ -203,7 +238,8 @@ class IterativeSolver:
                     if not math.isfinite(value):
                         who = getattr(self, "owner", type(self).__name__)
                         raise FloatingPointError(f"{who}: {key} became {value} at iteration {n_iter}; check the "
-                                                 f"inputs and step sizes")
+                                                 f"inputs and step sizes (far from unit scale: rescale A and y, or "
+                                                 f"use float64)")
                     history.setdefault(key, []).append(value)
                 size = metrics.get("objective", self.size(state))
                 if size is not None and watch.diverged(size, previous):

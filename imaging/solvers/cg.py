@@ -15,7 +15,7 @@ import torch
 
 from imaging.linalg import CGState, cg_start, cg_step, check_finite
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, check_linearity, real_part, require_linear
+from imaging.solvers.base import IterativeSolver, Result, adjoint_of, check_linearity, real_part, require_linear
 from imaging.solvers.parameter_choice import choose_parameter, parameter_rule, resolve_noise_level, squared_norm
 
 
@@ -86,7 +86,7 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
 
 def _solve_normal(A: LinearOperator, y: torch.Tensor, lam: float, regulariser: LinearOperator | None,
                   x0: torch.Tensor | None, tol: float, max_iter: int, warn: bool, loop_options: dict) -> Result:
-    rhs = A.adjoint(y)
+    rhs = adjoint_of(A, y, "least_squares")
 
     def normal(x: torch.Tensor) -> torch.Tensor:
         out = A.normal(x)

@@ -18,8 +18,8 @@ import torch
 
 from imaging.operators.base import LinearOperator
 from imaging.priors.tv import TotalVariation
-from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
-                                  unknown_like)
+from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, check_option, check_start,
+                                  require_linear, unknown_like)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import prepare_search, search_solver
 
@@ -64,8 +64,10 @@ class FISTA(IterativeSolver):
             raise ValueError("FISTA: argument 'box' needs a prior whose prox takes lower= and upper= (the prox of g "
                              "plus the box is not the clipped prox of g in general)")
         self.lower, self.upper = lower, upper
+        check_option(inner_tol, "FISTA", "inner_tol")
+        check_option(inner_max_iter, "FISTA", "inner_max_iter", integer=True)
         self.inner_tol, self.inner_max_iter, self.accelerated = inner_tol, inner_max_iter, accelerated
-        self.like = unknown_like(A, y, x_like)
+        self.like = unknown_like(A, y, x_like, "FISTA")
         check_linearity(A, self.like, "FISTA")
         self.step_size = 1.0 / max(A.norm(self.like) ** 2, 1e-30)
 
@@ -78,6 +80,7 @@ class FISTA(IterativeSolver):
         return g.real if g.is_complex() and not z.is_complex() else g
 
     def init(self, x0: torch.Tensor | None):
+        check_start(x0, self.like, "FISTA")
         x = x0.to(self.like.dtype).clone() if x0 is not None else torch.zeros_like(self.like)
         return x, x.clone(), 1.0, None
 

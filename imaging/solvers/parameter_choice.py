@@ -50,6 +50,12 @@ class Discrepancy:
             raise ValueError(f"Discrepancy: argument 'tau' must be positive, got {self.tau}")
         if not 0 < self.rtol < 1:
             raise ValueError(f"Discrepancy: argument 'rtol' must be in (0, 1), got {self.rtol}")
+        _check_solves(self.max_solves, "Discrepancy")
+
+
+def _check_solves(max_solves, who: str) -> None:
+    if isinstance(max_solves, bool) or not isinstance(max_solves, int) or not 1 <= max_solves <= 10 ** 6:
+        raise ValueError(f"{who}: argument 'max_solves' must be an integer >= 1, got {max_solves!r}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,14 @@ class SURE:
     xtol: float = 1.3
     max_solves: int = 30
 
+    def __post_init__(self) -> None:
+        who = type(self).__name__
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"{who}: argument 'epsilon' must be a finite number > 0, got {self.epsilon}")
+        if not (math.isfinite(self.xtol) and self.xtol > 1):
+            raise ValueError(f"{who}: argument 'xtol' (a factor on λ) must be a finite number > 1, got {self.xtol}")
+        _check_solves(self.max_solves, who)
+
 
 @dataclass(frozen=True)
 class GSURE(SURE):
@@ -76,6 +90,13 @@ class GSURE(SURE):
 
     cg_tol: float = 1e-8
     cg_max_iter: int = 500
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (math.isfinite(self.cg_tol) and self.cg_tol >= 0):
+            raise ValueError(f"GSURE: argument 'cg_tol' must be a finite number >= 0, got {self.cg_tol}")
+        if isinstance(self.cg_max_iter, bool) or not isinstance(self.cg_max_iter, int) or self.cg_max_iter < 1:
+            raise ValueError(f"GSURE: argument 'cg_max_iter' must be an integer >= 1, got {self.cg_max_iter!r}")
 
 
 @dataclass

@@ -72,7 +72,7 @@ class PDHG(IterativeSolver):
         if prepare_search(self, lam, y, A, noise_level, options, "PDHG", per_sample=True):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         self.lower, self.upper, self.prior = lower, upper, prior
-        like = unknown_like(A, y, x_like)
+        like = unknown_like(A, y, x_like, "PDHG")
         check_linearity(A, like, "PDHG")
         if like.dim() not in (4, 5):
             raise ValueError(f"PDHG: images must be (N, C, H, W) or (N, C, D, H, W), got {tuple(like.shape)}")

@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import IterativeSolver, Result, box_bounds, check_linearity, real_part, require_linear
+from imaging.solvers.base import (IterativeSolver, Result, adjoint_of, box_bounds, check_linearity, check_option, check_start,
+                                  real_part, require_linear)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.cg import CG
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
@@ -72,9 +73,10 @@ def _check_problem(owner: str, A: LinearOperator, y: torch.Tensor, prox: Prox) -
 
 def _start(owner: str, A: LinearOperator, y: torch.Tensor, x0: torch.Tensor | None) -> torch.Tensor:
     if x0 is None:
-        return A.adjoint(y)
+        return adjoint_of(A, y, owner)
     check_finite(x0, owner, "x0")
-    A(x0)  # lets operators with autograd-derived adjoints learn their input shape
+    if A(x0).shape != y.shape:  # (this also lets operators with autograd-derived adjoints learn their input shape)
+        check_start(x0, real_part(A.adjoint(y)), owner)
     return x0.clone()
 
 
@@ -113,6 +115,8 @@ class PnPADMM(IterativeSolver):
         if not rho > 0:
             raise ValueError(f"PnPADMM: argument 'rho' must be positive, got {rho}")
         self.A, self.y, self.prox, self.rho = A, y, prox, float(rho)
+        check_option(cg_iter, "PnPADMM", "cg_iter", integer=True, positive=True)
+        check_option(cg_tol, "PnPADMM", "cg_tol")
         self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box_bounds(box, "PnPADMM")
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
@@ -162,8 +166,8 @@ class PnPPGD(IterativeSolver):
         super().__init__(max_iter=max_iter, tol=tol, **loop_options)
         require_linear(A, "PnPPGD")
         _check_problem("PnPPGD", A, y, prox)
-        if step is not None and not step > 0:
-            raise ValueError(f"PnPPGD: argument 'step' must be positive, got {step}")
+        if step is not None:
+            check_option(step, "PnPPGD", "step", positive=True)
         self.A, self.y, self.prox, self.step_size, self.box = A, y, prox, step, box_bounds(box, "PnPPGD")
 
     def init(self, x0: torch.Tensor | None):
