@@ -1,7 +1,7 @@
 """What the benchmarks on held-out pictures share: the tasks (forward operators), the pictures, training crops.
 
 Tasks: denoising, Gaussian deblurring (std 1.6 px), 4× super-resolution (box), 50 % random inpainting, 30 %
-compressed sensing (structured: random signs, DCT, random rows), 4× Cartesian MRI, CT from 60 angles, and a
+compressed sensing (structured: random signs, DCT, random rows), 4× Cartesian MRI, sparse-view CT (20 angles over 180°: fewer measurements than pixels), and a
 user-written forward-only operator (`SmearAndSubsample`: plain torch, adjoint by autograd).
 Pictures never used in training: centre crops of Set12 (when ../shared/datasets is present) and of offline
 scikit-image pictures (coffee, chelsea, astronaut; grey).
@@ -17,7 +17,7 @@ from imaging.operators import (MRI, Blur, Downsampling, Identity, Inpainting, Li
                                StructuredCompressedSensing, cartesian_mask, gaussian_kernel)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-TASKS = ("denoise", "deblur", "sr4", "inpaint50", "cs30", "mri4", "ct60", "custom")
+TASKS = ("denoise", "deblur", "sr4", "inpaint50", "cs30", "mri4", "ct20", "custom")
 
 
 class SmearAndSubsample(LinearOperator):
@@ -43,8 +43,8 @@ def operator(task: str, size: int) -> LinearOperator:
         return StructuredCompressedSensing(int(0.3 * size * size), (1, size, size), seed=7)
     if task == "mri4":
         return MRI(cartesian_mask((size, size), 4, seed=7))
-    if task == "ct60":
-        return Radon((size, size), 60)
+    if task == "ct20":
+        return Radon((size, size), 20)
     if task == "custom":
         return SmearAndSubsample()
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")

@@ -1,17 +1,18 @@
 """Benchmark: the regularisation weight chosen without the truth (lam="auto") against the best of a dense grid.
 
 For each task of the operator catalogue (`_tasks.py`: denoising, deblurring, 4× SR, 50 % inpainting, 30 % CS,
-4× MRI, CT 60 angles, a user-written forward-only operator), noise σ = 0.005 / 0.01 / 0.05 and each held-out
+4× MRI, CT from 20 angles, a user-written forward-only operator), noise σ = 0.005 / 0.01 / 0.05 and each held-out
 picture, TV (`tv_reconstruct`, box [0, 1]), Tikhonov smoothing (`least_squares` with R = finite differences) and
 the shipped field of experts (`AcceleratedGradient` with `FieldOfExperts.pretrained("denoise-sigma25")`, box [0, 1])
 are solved
-- over a dense grid of λ (19 values, factor 1.47 apart, scaled by σ‖A‖²), keeping the best PSNR per picture: an
-  oracle, since it needs the truth;
+- over a dense grid of λ (19 values, factor 1.47 apart, scaled by σ‖A‖², extended by 6 values past an edge
+  while the best lies on it), keeping the best PSNR per picture: an oracle, since it needs the truth;
 - with lam="auto" and the true σ (Monte-Carlo SURE for denoising, the discrepancy principle otherwise);
 - with lam="auto" and σ estimated from y (`imaging.estimate_noise`; "—" where it cannot be estimated).
 Prints per task and σ: the oracle PSNR, the loss of each automatic choice (dB) and the solves it took, then the
 mean and the worst loss; writes out/parameter_choice.json. `--pictures train --data ../shared/datasets/train400`
-runs on training crops instead (how the discrepancy factor τ was chosen: `--tau`).
+runs on training crops instead (how the discrepancy factor τ was chosen: `--tau`); `--rule sure|gsure` uses
+Monte-Carlo SURE (prediction risk) or GSURE for every task instead of "auto".
 Run: `python benchmarks/parameter_choice.py [--size 96] [--images 4] [--tasks ...] [--noises ...] [--methods tv]`
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from _tasks import SHARED, TASKS, held_out, operator, training_crops
 from imaging.metrics import psnr
 from imaging.operators import FiniteDifference, GaussianNoise
 from imaging.priors import FieldOfExperts
-from imaging.solvers import AcceleratedGradient, ConvergenceWarning, Discrepancy
+from imaging.solvers import GSURE, SURE, AcceleratedGradient, ConvergenceWarning, Discrepancy
 
 NOISES = (0.005, 0.01, 0.05)
 GRID = np.geomspace(10 ** -2.5, 10 ** 0.5, 19)  # times σ‖A‖²
@@ -58,20 +59,27 @@ def score(x: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 def grid_best(method: str, A, y: torch.Tensor, truth: torch.Tensor, scale: float) -> tuple[float, float]:
-    """(best PSNR, its λ) over the grid, for one picture."""
-    lams = [float(g) * scale for g in GRID]
-    if method == "tv":  # one batched PDHG run: one problem per λ
-        result = solve("tv", A, y.expand(len(lams), *y.shape[1:]).contiguous(),
-                       torch.tensor(lams, dtype=y.real.dtype), None)
-        scores = [score(x[None], truth) for x in result.x]
-    else:
-        scores = [score(solve(method, A, y, lam, None).x, truth) for lam in lams]
-    best = int(np.argmax(scores))
+    """(best PSNR, its λ) over the grid, for one picture; the grid grows past an edge while the best lies on it."""
+    step = GRID[1] / GRID[0]
+    lams, scores = [], []
+    new = [float(g) * scale for g in GRID]
+    for _ in range(4):
+        if method == "tv":  # one batched PDHG run: one problem per λ
+            result = solve("tv", A, y.expand(len(new), *y.shape[1:]).contiguous(),
+                           torch.tensor(new, dtype=y.real.dtype), None)
+            values = [score(x[None], truth) for x in result.x]
+        else:
+            values = [score(solve(method, A, y, lam, None).x, truth) for lam in new]
+        lams, scores = sorted(lams + new), [s for _, s in sorted(zip(lams + new, scores + values))]
+        best = int(np.argmax(scores))
+        if 0 < best < len(lams) - 1:
+            break
+        edge = lams[best]
+        new = [edge * step ** (k if best else -k) for k in range(1, 7)]
     return scores[best], lams[best]
 
 
-def run(pictures: torch.Tensor, tasks, noises, methods, tau: float | None) -> dict:
-    rule = "auto" if tau is None else Discrepancy(tau=tau)
+def run(pictures: torch.Tensor, tasks, noises, methods, rule) -> dict:
     table = {}
     for task in tasks:
         A = operator(task, pictures.shape[-1])
@@ -155,6 +163,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--tau", type=float, default=None,
                         help="use Discrepancy(tau) for every task instead of lam=\"auto\"")
+    parser.add_argument("--rule", choices=("auto", "sure", "gsure"), default="auto",
+                        help="sure / gsure: Monte-Carlo SURE (prediction risk) / GSURE for every task")
     parser.add_argument("--pictures", choices=("held-out", "train"), default="held-out")
     parser.add_argument("--data", default=str(SHARED / "train400"), help="training folder for --pictures train")
     parser.add_argument("--threads", type=int, default=None)
@@ -164,14 +174,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     pictures = held_out(args.size, args.images) if args.pictures == "held-out" else \
         training_crops(args.data, args.size, args.images)
-    print(f"{len(pictures)} {args.pictures} pictures {args.size}², rule {args.tau or 'auto'}, torch threads "
+    rule = Discrepancy(tau=args.tau) if args.tau else {"auto": "auto", "sure": SURE(), "gsure": GSURE()}[args.rule]
+    print(f"{len(pictures)} {args.pictures} pictures {args.size}², rule {rule}, torch threads "
           f"{torch.get_num_threads()}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the grid's solves share the auto solves' budget
-        table = run(pictures, args.tasks, args.noises, args.methods, args.tau)
+        table = run(pictures, args.tasks, args.noises, args.methods, rule)
     for method in args.methods:
         print(f"\n{method}:\n{markdown(table, method)}")
-    result = {"size": args.size, "pictures": args.pictures, "images": len(pictures), "tau": args.tau,
+    result = {"size": args.size, "pictures": args.pictures, "images": len(pictures), "tau": args.tau, "rule": str(rule),
               "summary": summary(table, args.methods), "results": table}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))

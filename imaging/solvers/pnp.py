@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 
 from imaging.operators.base import LinearOperator
-from imaging.solvers.base import (IterativeSolver, Result, adjoint_of, box_bounds, check_linearity, check_option, check_start,
-                                  real_part, require_linear)
+from imaging.solvers.base import (IterativeSolver, Result, adjoint_of, box_bounds, check_linearity, check_option,
+                                  check_start, real_part, require_linear)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.cg import CG
 from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
