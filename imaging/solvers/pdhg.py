@@ -8,7 +8,7 @@ term by its gradient and dualises only the TV term, with p in the unit ball (λ 
     x' = clamp(x − τ (A^H (A x − y) + λ Dᵀp))
     p ← proj_{|p|≤1}(p + σ λ D (2x' − x))           (2-norm per voxel isotropic, |·| per entry anisotropic)
 
-with steps from the operator norms: τ = 1/‖A‖², σ = 0.99 (1/τ − ‖A‖²/2) / (λ² ‖D‖²), ‖D‖² ≤ 4·ndim
+with steps from the operator norms: τ = 1/‖A‖², σ = 0.99 (1/τ − ‖A‖²/2) / (λ² ‖D‖²) per plane, ‖D‖² ≤ 4·ndim
 (Condat's condition 1/τ − σ‖λD‖² ≥ ‖A‖²/2). For A = 0 this is the Chambolle–Pock iteration.
 
 Certificate: with q = A x − y, any p in the unit ball and a box with finite bounds, the dual value
@@ -81,11 +81,19 @@ class PDHG(IterativeSolver):
         self.lam_field = self.lam.reshape(*self.lam.shape, *([1] * (like.dim() - 1)))  # against D x
         lipschitz = max(A.norm(like) ** 2, 1e-30)
         self.tau = tau if tau is not None else 1.0 / lipschitz
-        k_norm2 = max(4.0 * (like.dim() - 2) * float(self.lam.max()) ** 2, 1e-30)
-        self.sigma = sigma if sigma is not None else 0.99 * (1.0 / self.tau - lipschitz / 2) / k_norm2
+        d_norm2 = 4.0 * (like.dim() - 2)
+        self.sigma = sigma if sigma is not None else \
+            0.99 * (1.0 / self.tau - lipschitz / 2) / max(d_norm2 * float(self.lam.max()) ** 2, 1e-30)
         for name, value in (("tau", self.tau), ("sigma", self.sigma)):
             if not (math.isfinite(value) and value > 0):  # NaN fails too
                 raise ValueError(f"PDHG: argument '{name}' (a step size) must be a finite number > 0, got {value}")
+        # σλ per plane: by default each plane takes its own dual step σ_b = 0.99 (1/τ − ‖A‖²/2) / (λ_b² ‖D‖²) (the
+        # planes are independent problems: a batch of several λ, e.g. a grid, converges as each alone would)
+        if sigma is None:
+            scale = 0.99 * (1.0 / self.tau - lipschitz / 2) / d_norm2
+            self.dual_step = torch.where(self.lam_field > 0, scale / self.lam_field.clamp_min(1e-30), 0.0)
+        else:
+            self.dual_step = self.sigma * self.lam_field
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         scale = self.A.norm(self.like) ** 2
@@ -120,7 +128,7 @@ class PDHG(IterativeSolver):
     def step(self, state):
         x, residual, gradient, p = state  # residual = A x − y, gradient = A^H residual: one A and one A^H per step
         x_new = self._clamp(x - self.tau * (gradient + finite_diff_adjoint(self.lam_field * p)))
-        p = self.prior.project_dual(p + self.sigma * self.lam_field * finite_diff(2 * x_new - x))
+        p = self.prior.project_dual(p + self.dual_step * finite_diff(2 * x_new - x))
         residual_new = self.A(x_new) - self.y
         gradient_new = self._real(self.A.adjoint(residual_new))
         primal = 0.5 * residual_new.abs().pow(2).flatten(1).sum(1) + \
