@@ -311,3 +311,13 @@ def _patches(**options):
     from imaging.priors.lpn import prox_in_patches
 
     return prox_in_patches(pretrained_lpn("digits"), torch.rand(1, 1, 16, 16), **options)
+
+
+def test_pnp_says_when_its_first_step_overflows():
+    from imaging.operators import Blur
+
+    B = Blur(gaussian_kernel(1.0, dtype=torch.float32))
+    y = B(torch.rand(1, 1, 16, 16)) + 0.01
+    for solver in (PnPPGD(1e10 * B, 1e10 * y, lambda v: v), PnPADMM(1e10 * B, 1e10 * y, lambda v: v, rho=1.0)):
+        with pytest.raises(FloatingPointError, match="overflow.*torch.float32.*rescale A"):
+            solver.run()

@@ -80,6 +80,14 @@ def _start(owner: str, A: LinearOperator, y: torch.Tensor, x0: torch.Tensor | No
     return x0.clone()
 
 
+def _finite_or_overflow(v: torch.Tensor, owner: str, what: str) -> torch.Tensor:
+    """v, unless it overflowed (the iterates are finite, so a non-finite value is an overflow of the dtype)."""
+    if not bool(torch.isfinite(v).all()):
+        raise FloatingPointError(f"{owner}: {what} overflowed {v.dtype}: the operator's or the data's scale is too "
+                                 f"large for this precision; rescale A (and y) or use float64")
+    return v
+
+
 def _clip(x: torch.Tensor, box: tuple[float | None, float | None]) -> torch.Tensor:
     return x if box == (None, None) else x.clamp(*box)
 
@@ -134,8 +142,8 @@ class PnPADMM(IterativeSolver):
 
     def step(self, state):
         x, z, u = state
-        solve = CG(self._normal, self.adjoint_y + self.rho * (z - u), max_iter=self.cg_iter,
-                   tol=self.cg_tol).run(x, warn=False)
+        rhs = _finite_or_overflow(self.adjoint_y + self.rho * (z - u), "PnPADMM", "the x-update's right-hand side")
+        solve = CG(self._normal, rhs, max_iter=self.cg_iter, tol=self.cg_tol).run(x, warn=False)
         x = solve.x
         z_new = _clip(apply_prox(self.prox, x + u, "PnPADMM"), self.box)
         u = u + x - z_new
@@ -179,7 +187,8 @@ class PnPPGD(IterativeSolver):
     def step(self, state):
         x = state
         gradient = self.A.adjoint(self.A(x) - self.y)
-        x_new = _clip(apply_prox(self.prox, x - self.step_size * gradient, "PnPPGD"), self.box)
+        v = _finite_or_overflow(x - self.step_size * gradient, "PnPPGD", "the gradient step")
+        x_new = _clip(apply_prox(self.prox, v, "PnPPGD"), self.box)
         return x_new, {"residual": _relative(x_new - x, x_new)}
 
     def size(self, state) -> float:
