@@ -98,10 +98,14 @@ def main() -> None:
     def snapshot(iteration, state, metrics):
         if args.snapshot and iteration % 10 == 0:
             problem.load(state["theta"])
-            save_weights(dict(model.named_parameters()), args.snapshot,
-                         {**form, "maid_steps": iteration, "upper": metrics.get("upper")})
+            save_weights(dict(model.named_parameters()), args.snapshot,  # with MAID's accuracies and step, so that
+                         {**form, "maid_steps": iteration, "upper": metrics.get("upper"),  # --resume continues them
+                          **{key: metrics.get(key) for key in ("eps", "delta", "step")}})
 
-    result = maid(problem, problem.theta(), eps0=1e-1, delta0=1e-1, step0=args.step0, max_iter=args.max_iter, tol=1e-6,
+    # a snapshot's accuracies and step: MAID goes on from them instead of loosening to 0.1 and climbing back
+    eps0, delta0, step0 = (settings.get(key) or default for key, default in
+                           (("eps", 1e-1), ("delta", 1e-1), ("step", args.step0)))
+    result = maid(problem, problem.theta(), eps0=eps0, delta0=delta0, step0=step0, max_iter=args.max_iter, tol=1e-6,
                   progress=progress, callback=snapshot)
     seconds = time.perf_counter() - start
     problem.load(result.theta)
