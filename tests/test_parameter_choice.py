@@ -132,7 +132,8 @@ def test_discrepancy_principle_reaches_its_target_in_a_handful_of_solves():
     search = result.parameter_search
     misfit = float(((A(result.x) - y) ** 2).sum())
     assert search.criterion == "discrepancy" and search.solves <= 8
-    assert abs(misfit / (y.numel() * sigma ** 2) - 1) <= 0.02 + 1e-9
+    tau = imaging.solvers.pdhg.DISCREPANCY_TAU  # TV's "auto" with σ given (chosen on train400 crops)
+    assert abs(misfit / (tau * y.numel() * sigma ** 2) - 1) <= 0.02 + 1e-9
     assert result.lam == pytest.approx(search.lams[search.values.index(min(search.values,
                                        key=lambda v: abs(v - search.target)))])
     best = best_of_grid(lambda lam: imaging.tv_reconstruct(A, y, lam, box=(0, 1), max_iter=400), x,
