@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection, check_number,
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection,
                                         check_measurements, expand_truth, loss_of)
 from imaging.calibration.sensing import GainSensing
+from imaging.solvers.base import check_option
 from imaging.linalg import conjugate_gradient
 
 
@@ -63,7 +64,7 @@ class Alternating(CalibrationSolver):
             raise ValueError(f"{owner}: argument 'cg_steps' must be >= 1, got {cg_steps}")
         self.cg_steps = cg_steps
         if tol is not None:
-            check_number(tol, owner, "tol")
+            check_option(tol, owner, "tol")
         self.tol_loss = tol if tol is not None else (1e-7 if y.real.dtype == torch.float64 else 1e-5)
 
     def init(self, x0):

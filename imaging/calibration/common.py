@@ -1,7 +1,6 @@
 """What the calibration solvers share: the result type, the gain set and its projection, the gauge, the history."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,14 +31,6 @@ def check_rho(rho: float | None, owner: str) -> None:
     if rho is not None and not (0.0 < rho < 1.0):
         raise ValueError(f"{owner}: argument 'rho' (gains bounded to [1 - rho, 1 + rho]) must lie in (0, 1) so the "
                          f"gains stay positive, got {rho}")
-
-
-def check_number(value, owner: str, name: str, *, positive: bool = False) -> None:
-    """A finite real number >= 0 (> 0 with `positive`), else a ValueError naming the argument (NaN fails too)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or \
-            (positive and value == 0):
-        raise ValueError(f"{owner}: argument '{name}' must be a finite number {'>' if positive else '>='} 0, got "
-                         f"{value!r}")
 
 
 def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection, check_number,
-                                        check_rho, loss_of, project_gains)
+from imaging.calibration.common import (CalibrationResult, CalibrationSolver, History, back_projection, check_rho,
+                                        loss_of, project_gains)
 from imaging.calibration.sensing import GainSensing
+from imaging.solvers.base import check_option
 
 
 def orthonormal_basis(basis: torch.Tensor, rows: int, owner: str, arg: str, remove_mean: bool = False
@@ -162,8 +163,8 @@ class PGD(CalibrationSolver):
         if refresh_every < 1:
             raise ValueError(f"{owner}: argument 'refresh_every' must be >= 1, got {refresh_every}")
         if tol is not None:
-            check_number(tol, owner, "tol")
-        check_number(step, owner, "step", positive=True)
+            check_option(tol, owner, "tol")
+        check_option(step, owner, "step", positive=True)
         m = y.shape[2]
         self.tol_pgd = tol if tol is not None else (1e-7 if y.real.dtype == torch.float64 else 1e-5)
         Z = orthonormal_basis(image_basis, sensing.pixels, owner, "image_basis") if image_basis is not None else None

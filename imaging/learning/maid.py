@@ -21,15 +21,13 @@ and μ, the upper loss g and its gradient, and the constants of the bound.
 """
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 
 import torch
 
 from imaging import linalg
 from imaging.learning.lower_level import accelerated_gradient
-from imaging.solvers.base import IterativeSolver, Result
+from imaging.solvers.base import IterativeSolver, Result, check_option
 
 
 class BilevelProblem:
@@ -168,9 +166,7 @@ class MAID(IterativeSolver):
         super().__init__(max_iter=max_iter, tol=tol, progress=progress, callback=callback)
         self.problem, self.theta0 = problem, theta0.detach().clone()
         for name, value in (("eps0", eps0), ("delta0", delta0), ("step0", step0)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):  # NaN fails too
-                raise ValueError(f"maid: argument '{name}' must be a finite number > 0, got "
-                                 f"{value!r}")
+            check_option(value, "maid", name, positive=True)
         self.eps0, self.delta0, self.step0, self.eta, self.shrink = eps0, delta0, step0, eta, shrink
         self.backtrack, self.relax, self.step_growth, self.budget = backtrack, relax, step_growth, budget
         self.max_backtracks, self.max_refinements = max_backtracks, max_refinements
