@@ -228,7 +228,8 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
     _check_image(y, "tv_prox", "y")
     if torch.is_grad_enabled() and (y.requires_grad or (isinstance(lam, torch.Tensor) and lam.requires_grad)):
         raise RuntimeError("tv_prox: not differentiable; detach the inputs (or use the smoothed tv / tv_grad)")
-    if not torch.isfinite(y).all():
+    scale = float(y.abs().max())  # one reduction: NaN or inf anywhere makes it non-finite
+    if not math.isfinite(scale):
         raise ValueError("tv_prox: argument 'y' has non-finite values (NaN or inf)")
     lam_t = plane_weights(lam, y)
     if float(lam_t.max()) > torch.finfo(y.dtype).max / 1e6:  # the dual steps would overflow the data type
@@ -251,7 +252,6 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
             raise ValueError("tv_prox: argument 'p0' has non-finite values (NaN or inf)")
         p0 = p0.to(y.dtype).contiguous()
     bounds = (None if lower is None else float(lower), None if upper is None else float(upper))
-    scale = float(y.abs().max())
     if scale > 0 and not 1e-8 <= scale <= 1e8:  # far from 1: solve at unit scale (the prox is 1-homogeneous in
         # (y, λ, box), the dual field scale-free), so that the gap's rounding floor and the steps stay meaningful
         x, p, gap, iterations = tv_prox(y / scale, lam_t / scale, isotropic, tol, max_iter,
