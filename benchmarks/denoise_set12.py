@@ -5,6 +5,8 @@ Noise: y = x + (σ/255)·n, n ~ N(0, 1) seeded per image (seed = image index), t
   the truth: an upper bound of what TV can do, not a method a user can run;
 - BM3D: the `bm3d` package (PyPI) with the true σ, measured side by side (skipped when not installed);
 - FoE: `FieldOfExperts.pretrained(...)` (its σ only), ½‖x − y‖² + R(x) minimised by `accelerated_gradient`;
+  `UnrolledFoE.pretrained(...)`(y, σ), the Student-t FoE trained end to end for 10 gradient steps at σ = 25 (other
+  σ: its data weight rescaled by (25/σ)², a transfer it was not trained for);
 - LPN: `pretrained_lpn(...)`.prox(y) (trained for σ/255 in [0.01, 0.1]);
 - DDPM one-step: `DiffusionPrior.pretrained(...)`.denoise(y, σ), the network's posterior mean at the matching
   timestep (no per-image or per-σ tuning).
@@ -75,6 +77,16 @@ def make_methods(names: list[str], sigma255: int) -> dict:
                 continue
             methods[f"FoE ({name})"] = lambda y, x, model=model: accelerated_gradient(
                 RegularisedLeastSquares(y.double(), model), 1e-3, lipschitz=10.0).x.to(y.dtype).clamp(0, 1)
+    if "foe" in names:
+        from imaging.priors import UnrolledFoE
+
+        for name in UnrolledFoE.SHIPPED:
+            try:
+                unrolled = UnrolledFoE.pretrained(name)
+            except FileNotFoundError:
+                continue
+            label = f"FoE unrolled ({name})" + ("" if sigma255 == 25 else ", β rescaled")
+            methods[label] = lambda y, x, m=unrolled: m(y.float(), sigma).clamp(0, 1)
     if "lpn" in names:
         from imaging.priors import pretrained_lpn
 
@@ -120,7 +132,7 @@ def main() -> None:
             rows["noisy"][1].append(float(ssim(noisy.clamp(0, 1), clean)))
             for name, method in methods.items():
                 start = time.perf_counter()
-                with PeakMemory("cpu") as memory:
+                with PeakMemory("cpu") as memory, torch.no_grad():
                     x = method(noisy, clean)
                 rows[name][2] += time.perf_counter() - start
                 rows[name][3] = max(rows[name][3], memory.bytes)

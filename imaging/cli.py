@@ -477,9 +477,9 @@ def main() -> None:
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True,
               help="floating-point precision of the solve")
 @click.option("--batch-size", type=int, default=1, show_default=True,
-              help="measurements of the same shape and noise level solved together (faster on a GPU); λ is then "
-                   "chosen per batch and stochastic methods draw their noise per batch, so outputs depend on the "
-                   "batching; 1 gives every input its own")
+              help="measurements of the same shape and noise level solved together (faster on a GPU); λ is still "
+                   "chosen per input (lsq, tv, pnp-lpn give the same outputs at any batch size), but the diffusion "
+                   "methods draw their noise per batch, so their outputs depend on the batching")
 @click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs (default: keep them)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="a progress bar")
 @operator_options

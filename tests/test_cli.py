@@ -215,3 +215,9 @@ def test_batches_of_inputs(clean, tmp_path):
     assert one.returncode == four.returncode == 1 and "broken.npy" in four.stderr
     rows = {r["input"]: r for r in json.loads((tmp_path / "four" / "metrics.json").read_text())}
     assert rows["broken.npy"]["status"] == "error" and sum(r["status"] == "ok" for r in rows.values()) == 6
+    # each input keeps its own λ (the discrepancy principle per measurement): batching changes nothing
+    single = {r["input"]: r for r in json.loads((tmp_path / "one" / "metrics.json").read_text())}
+    for name, row in rows.items():
+        if row["status"] == "ok":
+            assert row["lam"] == pytest.approx(single[name]["lam"], rel=1e-9)
+            assert np.allclose(np.load(tmp_path / "four" / name), np.load(tmp_path / "one" / name), atol=1e-6)

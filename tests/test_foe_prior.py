@@ -31,13 +31,15 @@ def test_shipped_denoiser_loads_offline_and_denoises_held_out_crops():
     from imaging.learning import RegularisedLeastSquares, accelerated_gradient
     from imaging.metrics import psnr
 
-    model = FieldOfExperts.pretrained("denoise-sigma25")
-    assert model.filters.shape[0] >= 24 and model.settings["sigma"] == pytest.approx(25 / 255)
     clean = load_image("coffee", size=96, channels=1)[..., 16:80, 16:80]
     noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3),
                                            dtype=clean.dtype)
-    denoised = accelerated_gradient(RegularisedLeastSquares(noisy, model), 1e-4, lipschitz=10.0).x
-    assert float(psnr(denoised.clamp(0, 1), clean)) > float(psnr(noisy.clamp(0, 1), clean)) + 5
+    for name, filters in (("denoise-sigma25", (24, 5, 5)), ("natural-sigma25", (48, 7, 7))):
+        model = FieldOfExperts.pretrained(name)
+        assert model.filters.shape == filters and model.settings["sigma"] == pytest.approx(25 / 255)
+        assert model.convex
+        denoised = accelerated_gradient(RegularisedLeastSquares(noisy, model), 1e-4, lipschitz=10.0).x
+        assert float(psnr(denoised.clamp(0, 1), clean)) > float(psnr(noisy.clamp(0, 1), clean)) + 5
 
 
 def test_from_tv_starts_as_the_smoothed_anisotropic_tv():

@@ -141,6 +141,32 @@ def test_discrepancy_principle_reaches_its_target_in_a_handful_of_solves():
     assert psnr(result.x, x).item() > best - 1.0
 
 
+def test_a_batch_gets_one_lambda_per_sample_as_if_each_were_solved_alone():
+    """Independent measurements in one batch do not share λ: each sample's search and answer are those of the
+    sample alone (a smooth and a detailed picture want different λ)."""
+    A, sigma = Blur(gaussian_kernel(1.5)), 0.02
+    x = torch.cat([picture("camera", 48), picture("moon", 48)])
+    y = torch.cat([noisy(A, x[i:i + 1], sigma, seed=i) for i in range(2)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = imaging.least_squares(A, y, lam="auto", noise_level=sigma, max_iter=300,
+                                      regulariser=imaging.operators.FiniteDifference())
+    alone = [imaging.least_squares(A, y[i:i + 1], lam="auto", noise_level=sigma, max_iter=300,
+                                   regulariser=imaging.operators.FiniteDifference()) for i in range(2)]
+    assert batch.lam.shape == (2,) and len(batch.parameter_search) == 2
+    for i, single in enumerate(alone):
+        assert batch.lam[i].item() == pytest.approx(single.lam, rel=1e-12)
+        assert torch.allclose(batch.x[i:i + 1], single.x, atol=1e-12)
+        misfit = float(((A(batch.x[i:i + 1]) - y[i:i + 1]) ** 2).sum())
+        assert misfit == pytest.approx(y[0].numel() * sigma ** 2, rel=0.03)
+    assert batch.lam[0].item() / batch.lam[1].item() > 1.5 or batch.lam[1].item() / batch.lam[0].item() > 1.5
+    assert batch.iterations == max(r.iterations for r in alone) and batch.converged == all(r.converged for r in alone)
+    assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) <= 1
+    tv = imaging.tv_reconstruct(A, y, "auto", noise_level=sigma, box=(0, 1), max_iter=200)
+    tv_alone = imaging.tv_reconstruct(A, y[1:], "auto", noise_level=sigma, box=(0, 1), max_iter=200)
+    assert tv.lam[1].item() == pytest.approx(tv_alone.lam) and torch.allclose(tv.x[1:], tv_alone.x, atol=1e-10)
+
+
 def test_auto_with_estimated_noise_level_and_tikhonov():
     A, x, sigma = Identity(), picture("coffee", 96), 0.05
     y = noisy(A, x, sigma)

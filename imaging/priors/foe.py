@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imaging.ops.foe import POTENTIALS, foe_energy, foe_grad, foe_hvp
+from imaging.ops.foe import POTENTIALS, _foe_grad_torch, foe_energy, foe_grad, foe_hvp
 
 
 class FieldOfExperts(nn.Module):
@@ -85,13 +85,15 @@ class FieldOfExperts(nn.Module):
             return model
         return cls(filters, weight, torch.full((count,), nu, dtype=dtype), potential, padding, zero_mean)
 
-    SHIPPED = {"denoise-sigma25": "foe_denoise_sigma25.safetensors"}
+    SHIPPED = {"denoise-sigma25": "foe_denoise_sigma25.safetensors",
+               "natural-sigma25": "foe_natural_sigma25.safetensors"}
 
     @classmethod
     def pretrained(cls, name: str = "denoise-sigma25", dtype: torch.dtype = torch.float64) -> "FieldOfExperts":
         """A field of experts shipped in imaging/weights/ (learned by MAID, examples/learn_foe.py; settings in the
         file's metadata), for denoising at σ = 25/255 with the convex smoothed-|·| potential:
-        "denoise-sigma25" (24 filters 5×5, six offline pictures)."""
+        "denoise-sigma25" (24 filters 5×5, six offline pictures), "natural-sigma25" (48 zero-mean filters 7×7, 24
+        crops of train400). The Student-t field of experts trained end to end is `UnrolledFoE.pretrained`."""
         from imaging.data import shipped_file
 
         path = shipped_file("FieldOfExperts.pretrained", cls.SHIPPED, name,
@@ -160,6 +162,16 @@ class FieldOfExperts(nn.Module):
             pad = 4.0 if self.padding == "reflect" else 1.0
             return float((a * l1 ** 2 * curvature).sum()) * pad
 
+    def curvature_bound(self, grid: int = 64) -> torch.Tensor:
+        """max over frequencies ω of Σ_i a_i sup φ''_i |k̂_i(ω)|² (sup φ'' = 1/ν for "abs", 2/ν² for "student"): the
+        largest curvature of R on periodic images of side `grid` (a 0-d tensor, differentiable in the parameters);
+        with reflect padding a step scale rather than a guaranteed bound."""
+        filters = self.effective_filters()
+        nu = self.log_nu.exp()
+        curvature = 1 / nu if self.potential == "abs" else 2 / nu ** 2
+        spectra = torch.fft.rfft2(filters, s=(max(grid, 2 * filters.shape[-2]), max(grid, 2 * filters.shape[-1])))
+        return ((self.log_weights.exp() * curvature)[:, None, None] * spectra.abs() ** 2).sum(0).max()
+
     @property
     def convex(self) -> bool:
         return self.potential == "abs"
@@ -178,3 +190,102 @@ def dct_atoms(count: int, size: int, dtype: torch.dtype = torch.float64) -> torc
     atoms = [(u + v, torch.outer(d[u], d[v])) for u in range(size) for v in range(size) if u + v > 0]
     atoms.sort(key=lambda item: item[0])
     return torch.stack([a for _, a in atoms[:count]])
+
+
+class UnrolledFoE(nn.Module):
+    r"""A field-of-experts denoiser trained end to end: `steps` gradient-descent steps on
+
+        E(x) = β/2 ‖x − y‖² + R(x),   β = (σ₀/σ)²,   from x = y,
+        x ← x − α_t ∇E(x),   α_t = exp(s_t) / (β + L),
+
+    L the largest curvature of R (`FieldOfExperts.curvature_bound`), σ₀ the noise level it was trained at. R's
+    filters, weights and shapes and the step sizes s_t are learned so that the last iterate is close to the clean
+    image (loss-specific training of a truncated minimisation: Barbu 2009, Domke 2012, Chen, Ranftl and Pock 2014;
+    TNRD with one set of filters for every step). It takes the non-convex Student-t potential, which MAID's bilevel
+    learning (strongly convex lower level) does not cover. The output is the last of these steps, not a minimiser of
+    E: more steps, or E minimised by another solver, leave what it was trained for. At another noise level σ the
+    data weight β rescales (the MAP reading of E); it was trained at σ₀ only.
+    """
+
+    SHIPPED = {"natural-sigma25-student": "foe_natural_sigma25_student.safetensors"}
+
+    def __init__(self, prior: FieldOfExperts, steps: int = 10, sigma: float = 25 / 255) -> None:
+        super().__init__()
+        if not isinstance(prior, FieldOfExperts):
+            raise TypeError(f"UnrolledFoE: argument 'prior' must be a FieldOfExperts, got {type(prior).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10_000:
+            raise ValueError(f"UnrolledFoE: argument 'steps' must be an integer in [1, 10000], got {steps!r}")
+        self.sigma = _positive_sigma(sigma, "UnrolledFoE", "sigma")
+        self.prior = prior
+        self.log_steps = nn.Parameter(torch.zeros(steps, dtype=prior.filters.dtype))
+
+    @classmethod
+    def natural(cls, count: int = 48, size: int = 7, steps: int = 10, sigma: float = 25 / 255, *,
+                weight: float = 3e-4, nu: float = 0.05, dtype: torch.dtype = torch.float32) -> "UnrolledFoE":
+        """The start of the shipped model: `count` zero-mean 2-D DCT atoms size×size (all 48 non-constant atoms of
+        7×7), Student-t experts of weight `weight` and shape `nu`, reflect padding, unit steps."""
+        prior = FieldOfExperts(dct_atoms(count, size, dtype), weight, nu, "student", "reflect", zero_mean=True)
+        return cls(prior, steps, sigma)
+
+    def forward(self, y: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        """The denoised image of y (N, C, H, W) with noise level `sigma` (default: the training level σ₀)."""
+        if not isinstance(y, torch.Tensor) or y.dim() != 4 or not y.is_floating_point():
+            raise ValueError(f"UnrolledFoE: argument 'y' must be a real (N, C, H, W) tensor, got "
+                             f"{type(y).__name__ if not isinstance(y, torch.Tensor) else tuple(y.shape)}")
+        beta = 1.0 if sigma is None else (self.sigma / _positive_sigma(sigma, "UnrolledFoE", "sigma")) ** 2
+        differentiable = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        scale = (self.log_steps.exp() / (beta + self.prior.curvature_bound())).to(y.dtype)
+        x = y
+        for alpha in scale:
+            # the compiled gradient for inference; its autograd takes the parameters' gradients through the torch
+            # reference anyway, so training calls the reference directly (one forward instead of two)
+            grad = _foe_grad_torch(x, *self.prior._args(x)) if differentiable else self.prior.grad(x)
+            x = x - alpha * (beta * (x - y) + grad)
+        return x
+
+    @classmethod
+    def pretrained(cls, name: str = "natural-sigma25-student", dtype: torch.dtype = torch.float32) -> "UnrolledFoE":
+        """A shipped denoiser (imaging/weights/, settings and training record in the file's metadata):
+        "natural-sigma25-student" (48 Student-t filters 7×7, trained on train400 crops at σ = 25/255 by
+        `scripts/train_priors.py foe`)."""
+        from imaging.data import shipped_file
+
+        return cls.load(shipped_file("UnrolledFoE.pretrained", cls.SHIPPED, name,
+                                     "python scripts/train_priors.py foe --export"), dtype)
+
+    def save(self, path, record: dict | None = None) -> None:
+        """Write the model to a safetensors file atomically (the settings and `record` in its metadata)."""
+        from imaging.data import save_weights
+
+        prior = self.prior
+        tensors = {"filters": prior.filters, "log_weights": prior.log_weights, "log_nu": prior.log_nu,
+                   "log_steps": self.log_steps}
+        settings = {"potential": prior.potential, "padding": prior.padding, "zero_mean": prior.zero_mean,
+                    "sigma": self.sigma, **(record or {})}
+        save_weights({k: v.detach() for k, v in tensors.items()}, str(path), settings)
+
+    @classmethod
+    def load(cls, path, dtype: torch.dtype = torch.float32) -> "UnrolledFoE":
+        """A model written by `save` (its settings kept as `.settings`)."""
+        from imaging.data import load_weights
+
+        prior = FieldOfExperts.load(path, dtype)
+        tensors, settings = load_weights(path, "UnrolledFoE.load")
+        steps = tensors.get("log_steps")
+        if steps is None or steps.dim() != 1 or not 1 <= len(steps) <= 10_000 or "sigma" not in settings:
+            raise ValueError(f"UnrolledFoE.load: {path} is not an unrolled field of experts (a 1-D tensor "
+                             f"'log_steps' and a 'sigma' setting expected)")
+        model = cls(prior, len(steps), float(settings["sigma"]))
+        with torch.no_grad():
+            model.log_steps.copy_(steps.to(dtype))
+        model.settings = settings
+        return model
+
+    def extra_repr(self) -> str:
+        return f"steps={len(self.log_steps)}, sigma={self.sigma:.4g}"
+
+
+def _positive_sigma(value, who: str, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{who}: argument '{name}' must be a positive noise level, got {value!r}")
+    return float(value)

@@ -63,7 +63,7 @@ class AcceleratedGradient(IterativeSolver):
         self.lipschitz = float(lipschitz)
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
-        guess = self.noise_level * squared_norm(self.A, self.y)
+        guess = lambda data: self.noise_level * squared_norm(self.A, data)  # noqa: E731
         return search_solver(lambda value, data: AcceleratedGradient(self.A, data, self.prior, value, **self.options),
                              self.A, self.y, self.parameter_rule, self.noise_level, guess, x0, self.name)
 

@@ -74,13 +74,13 @@ def least_squares(A: LinearOperator, y: torch.Tensor, lam: float | str = 0.0,
     check_linearity(A, real_part(x0) if x0 is not None else real_part(A.adjoint(y)), "least_squares")
     if rule is not None:
         sigma = resolve_noise_level(noise_level, y, A, "least_squares")
-        scale = squared_norm(A, y)
 
         def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
             return _solve_normal(A, y if data is None else data, value, regulariser, start, tol, max_iter, False,
                                  loop_options)
 
-        return choose_parameter(solve, A, y, rule, sigma, 10 * sigma * scale, x0, "least_squares")
+        return choose_parameter(solve, A, y, rule, sigma, lambda data: 10 * sigma * squared_norm(A, data), x0,
+                                "least_squares")
     return _solve_normal(A, y, float(lam), regulariser, x0, tol, max_iter, warn, loop_options)
 
 

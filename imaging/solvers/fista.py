@@ -21,7 +21,7 @@ from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, check_option, check_start,
                                   require_linear, unknown_like)
 from imaging.linalg import batch_norm, check_finite
-from imaging.solvers.parameter_choice import prepare_search, search_solver
+from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm
 
 
 class FISTA(IterativeSolver):
@@ -73,7 +73,8 @@ class FISTA(IterativeSolver):
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         return search_solver(lambda value, data: FISTA(self.A, data, value, **self.options), self.A, self.y,
-                             self.parameter_rule, self.noise_level, self.noise_level / self.step_size, x0, "FISTA")
+                             self.parameter_rule, self.noise_level,
+                             lambda data: self.noise_level * squared_norm(self.A, data), x0, "FISTA")
 
     def _gradient(self, z: torch.Tensor) -> torch.Tensor:
         g = self.A.adjoint(self.A(z) - self.y)

@@ -178,12 +178,16 @@ def prepare_search(solver, value, y: torch.Tensor, A, noise_level: float | None,
 
 
 def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor | None], Result], A, y: torch.Tensor,
-                     rule, noise_level: float, guess: float, x0: torch.Tensor | None, who: str,
-                     warm: bool = True) -> Result:
+                     rule, noise_level: float, guess: float | Callable[[torch.Tensor], float], x0: torch.Tensor | None,
+                     who: str, warm: bool = True) -> Result:
     """Run the search of `rule` over λ > 0 and return the `Result` at the chosen λ, with `lam` and
     `parameter_search` set. `solve(λ, warm_start, y_or_None)` solves the problem (for other measurements when the
     third argument is given, which SURE needs) and returns its `Result`, run with warn=False. `warm=False` starts
-    every solve from x0 (methods whose answer depends on the start, such as RED-Diff)."""
+    every solve from x0 (methods whose answer depends on the start, such as RED-Diff). `guess`, the first λ
+    tried, may be a function of the measurements (each sample of a batch then gets its own)."""
+    if y.shape[0] > 1:
+        return _per_sample(solve, A, y, rule, noise_level, guess, x0, who, warm)
+    guess = guess(y) if callable(guess) else guess
     if not (math.isfinite(guess) and guess > 0):
         guess = 1.0
     if rule == AUTO:  # SURE estimates the image error itself where A is the identity; elsewhere the discrepancy
@@ -193,6 +197,43 @@ def choose_parameter(solve: Callable[[float, torch.Tensor | None, torch.Tensor |
     if isinstance(rule, Discrepancy):
         return _discrepancy(solve, A, y, rule, noise_level, guess, x0, who, warm)
     return _sure(solve, A, y, rule, noise_level, guess, x0, who, warm)
+
+
+def _per_sample(solve, A, y: torch.Tensor, rule, noise_level: float, guess: float, x0, who: str,
+                warm: bool) -> Result:
+    """A batch: every sample gets its own search and λ, exactly as if it were solved alone (a batch of
+    independent measurements, e.g. the command line's --batch-size, must not share one λ). `Result.lam` is then
+    a (N,) tensor, `parameter_search` a list of N searches; the history holds, per iteration, the sum over samples
+    of "objective" and the largest value of every other metric (as a batched run reports them); warnings of the
+    samples' searches are emitted once per kind, with the number of samples they concern."""
+    results = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(y.shape[0]):
+            data = y[i:i + 1]
+            start = x0[i:i + 1] if x0 is not None and x0.shape[0] == y.shape[0] else x0
+
+            def solve_one(value, warm_start, other, data=data):
+                return solve(value, warm_start, data if other is None else other)
+
+            results.append(choose_parameter(solve_one, A, data, rule, noise_level, guess, start, who, warm))
+    kinds: dict[type, list] = {}
+    for record in caught:
+        kinds.setdefault(record.category, []).append(record)
+    for category, records in kinds.items():
+        samples = f" ({len(records)} of {y.shape[0]} samples; the first shown)" if y.shape[0] > 1 else ""
+        warnings.warn(f"{records[0].message}{samples}", category, stacklevel=4)
+    history: dict[str, list[float]] = {}
+    for key in {key for r in results for key in r.history}:
+        runs = [r.history[key] for r in results if r.history.get(key)]
+        length = max(len(run) for run in runs)
+        padded = [run + run[-1:] * (length - len(run)) for run in runs]
+        combine = sum if key == "objective" else max
+        history[key] = [float(combine(values)) for values in zip(*padded)]
+    return Result(torch.cat([r.x for r in results]), history, max(r.iterations for r in results),
+                  all(bool(r.converged) for r in results),
+                  torch.tensor([r.lam for r in results], dtype=torch.float64),
+                  [r.parameter_search for r in results])
 
 
 class _Solves:
@@ -388,7 +429,8 @@ def _sure(solve, A, y, rule: SURE, sigma: float, guess: float, x0, who: str, war
 
 
 def search_solver(make: Callable[[float, torch.Tensor], "object"], A, y: torch.Tensor, rule, noise_level: float,
-                  guess: float, x0: torch.Tensor | None, who: str, warm: bool = True) -> Result:
+                  guess: float | Callable[[torch.Tensor], float], x0: torch.Tensor | None, who: str,
+                  warm: bool = True) -> Result:
     """`choose_parameter` for a solver class: `make(λ, y)` builds the solver for one λ (and measurements)."""
     def solve(value: float, start: torch.Tensor | None, data: torch.Tensor | None) -> Result:
         return make(value, y if data is None else data).run(start, warn=False)

@@ -30,7 +30,7 @@ from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
                                   unknown_like)
 from imaging.linalg import batch_norm, check_finite
-from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver
+from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver, squared_norm
 
 
 # lam="auto" with σ given (not estimated): the discrepancy principle at τ = 0.9, chosen on train400 crops (96²,
@@ -104,12 +104,12 @@ class PDHG(IterativeSolver):
             self.dual_step = self.sigma * self.lam_field
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
-        scale = self.A.norm(self.like) ** 2
         rule = self.parameter_rule
         if rule == "auto" and self.noise_given and not isinstance(self.A, Identity):
             rule = Discrepancy(tau=DISCREPANCY_TAU)
         return search_solver(lambda value, data: PDHG(self.A, data, value, **self.options), self.A, self.y,
-                             rule, self.noise_level, self.noise_level * scale, x0, "PDHG")
+                             rule, self.noise_level, lambda data: self.noise_level * squared_norm(self.A, data), x0,
+                             "PDHG")
 
     def _real(self, t: torch.Tensor) -> torch.Tensor:
         return t.real if t.is_complex() and not self.like.is_complex() else t

@@ -128,7 +128,7 @@ class PnPADMM(IterativeSolver):
         self.cg_iter, self.cg_tol, self.box = cg_iter, cg_tol, box_bounds(box, "PnPADMM")
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
-        guess = 100 * self.noise_level ** 2 * squared_norm(self.A, self.y)
+        guess = lambda data: 100 * self.noise_level ** 2 * squared_norm(self.A, data)  # noqa: E731
         return search_solver(lambda value, data: PnPADMM(self.A, data, self.prox, value, **self.options), self.A,
                              self.y, self.parameter_rule, self.noise_level, guess, x0, "PnPADMM")
 

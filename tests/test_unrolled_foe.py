@@ -1,0 +1,118 @@
+"""UnrolledFoE: the Student-t field of experts trained end to end for a few gradient steps."""
+import pytest
+import torch
+
+from imaging.priors import FieldOfExperts, UnrolledFoE
+
+
+def small_model(steps: int = 3) -> UnrolledFoE:
+    model = UnrolledFoE.natural(count=6, size=3, steps=steps, weight=1e-3, nu=0.05, dtype=torch.float64)
+    with torch.no_grad():
+        model.log_steps.copy_(torch.linspace(-0.3, 0.4, steps, dtype=torch.float64))
+        model.prior.filters.add_(0.1 * torch.randn(model.prior.filters.shape, dtype=torch.float64,
+                                                   generator=torch.Generator().manual_seed(0)))
+    return model
+
+
+def noisy_pair(size: int = 24, sigma: float = 0.1, seed: int = 0):
+    from imaging.data import load_image
+
+    clean = load_image("camera", size=size, channels=1).double()
+    noise = torch.randn(clean.shape, dtype=clean.dtype, generator=torch.Generator().manual_seed(seed))
+    return clean, clean + sigma * noise
+
+
+def test_each_step_is_a_gradient_step_on_the_energy():
+    """x_{t+1} = x_t − α_t ∇E(x_t), ∇E from autograd of E(x) = β/2‖x − y‖² + R(x), α_t = exp(s_t)/(β + L)."""
+    model = small_model()
+    _, y = noisy_pair()
+    for sigma, beta in ((None, 1.0), (2 * model.sigma, 0.25)):
+        x = y.clone()
+        for t in range(len(model.log_steps)):
+            x_ = x.clone().requires_grad_()
+            energy = 0.5 * beta * (x_ - y).pow(2).sum() + model.prior.value(x_).sum()
+            gradient, = torch.autograd.grad(energy, x_)
+            alpha = model.log_steps[t].exp() / (beta + model.prior.curvature_bound())
+            x = (x - alpha * gradient).detach()
+        with torch.no_grad():
+            assert torch.allclose(model(y, sigma), x, atol=1e-10)
+
+
+def test_curvature_bound_is_the_largest_curvature_on_periodic_images():
+    model = small_model()
+    prior = model.prior
+    with torch.no_grad():
+        prior.padding = "zero"
+        bound = float(prior.curvature_bound(grid=512))  # the supremum over all frequencies
+        # at x = 0 the Student-t curvature is 2/ν² everywhere: ∇²R(0) = Σ a_i (2/ν_i²) K_iᵀK_i (zero padding: a
+        # section of the infinite convolution), whose largest eigenvalue approaches the supremum from below
+        v = torch.randn(1, 1, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        zero = torch.zeros_like(v)
+        for _ in range(300):
+            v = prior.hvp(zero, v)
+            v = v / v.norm()
+        rayleigh = float((v * prior.hvp(zero, v)).sum())
+    assert 0.9 * bound < rayleigh <= bound * (1 + 1e-6)
+
+
+def test_training_path_and_compiled_inference_agree_and_training_reduces_the_error():
+    model = small_model()
+    clean, y = noisy_pair()
+    with torch.no_grad():
+        inference = model(y)
+    trained = model(y)  # parameters require grad: the differentiable torch reference
+    assert trained.requires_grad and torch.allclose(trained, inference, atol=1e-10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = (model(y) - clean).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_save_load_round_trip_and_bad_input(tmp_path):
+    model = small_model()
+    path = tmp_path / "unrolled.safetensors"
+    model.save(path, {"note": "test"})
+    loaded = UnrolledFoE.load(path, dtype=torch.float64)
+    _, y = noisy_pair()
+    with torch.no_grad():
+        assert torch.allclose(loaded(y), model(y), atol=1e-5)
+    assert loaded.settings["note"] == "test" and loaded.prior.potential == "student"
+    FieldOfExperts.pretrained("denoise-sigma25").settings  # a plain field of experts file is no unrolled model
+    from imaging.data import save_weights
+
+    plain = FieldOfExperts.random(count=2, size=3)
+    save_weights(dict(plain.named_parameters()), str(tmp_path / "plain.safetensors"), {"potential": "abs"})
+    with pytest.raises(ValueError, match="log_steps"):
+        UnrolledFoE.load(tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="'y'"):
+        model(torch.zeros(5, 5))
+    with pytest.raises(ValueError, match="'sigma'"):
+        model(y, sigma=-1.0)
+    with pytest.raises(ValueError, match="'steps'"):
+        UnrolledFoE(model.prior, steps=0)
+    with pytest.raises(TypeError, match="'prior'"):
+        UnrolledFoE(torch.zeros(3, 3, 3))
+
+
+def test_recipe_trains_exports_and_loads(tmp_path):
+    """scripts/train_priors.py foe in miniature: two steps on a folder of images, exported, loaded by file."""
+    pytest.importorskip("accelerate")
+    from imaging.data import load_image, write_image
+    from imaging.learning.recipes import export_prior, train_prior
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("camera", "coins"):
+        write_image(folder / f"{name}.png", load_image(name, size=80, channels=1)[0])
+    result = train_prior("foe", str(folder), tmp_path / "run", steps=2, progress=False)
+    assert result.steps == 2 and result.loss > 0
+    export_prior("foe", tmp_path / "run", tmp_path / "foe.safetensors", steps=2)
+    model = UnrolledFoE.load(tmp_path / "foe.safetensors")
+    assert model.settings["steps"] == 2 and model.prior.filters.shape == (48, 7, 7)
+
