@@ -52,13 +52,15 @@ def test_field_of_experts_denoising_matches_the_certified_lower_level_solver():
                                            > 0.5).double()), Downsampling(2)], ids=["inpainting", "downsampling"])
 def test_field_of_experts_lam_auto_meets_the_discrepancy(A):
     """Operators with a null space (μ = 0): the backtracking and restarts still converge, and lam="auto" finds
-    the λ whose misfit is the noise level."""
+    the λ whose misfit is τ times the noise level's (τ = 0.9 with σ given)."""
+    from imaging.solvers.parameter_choice import VARIATIONAL_TAU
+
     foe, x, sigma = FieldOfExperts.pretrained("denoise-sigma25"), picture("camera", 48), 0.02
     y = noisy(A, x, sigma)
     result = AcceleratedGradient(A, y, foe, "auto", noise_level=sigma, box=(0, 1), tol=1e-6, max_iter=2000).run()
     misfit = float(((A(result.x) - y) ** 2).sum())
-    assert result.converged and result.lam > 0
-    assert abs(misfit / (y.numel() * sigma ** 2) - 1) <= 0.02 + 1e-9
+    assert result.converged and result.lam > 0 and result.parameter_search.criterion == "discrepancy"
+    assert abs(misfit / (VARIATIONAL_TAU * y.numel() * sigma ** 2) - 1) <= 0.02 + 1e-9
     assert bool((result.x >= 0).all() and (result.x <= 1).all())
 
 

@@ -167,6 +167,23 @@ def test_a_batch_gets_one_lambda_per_sample_as_if_each_were_solved_alone():
     assert tv.lam[1].item() == pytest.approx(tv_alone.lam) and torch.allclose(tv.x[1:], tv_alone.x, atol=1e-10)
 
 
+def test_an_unreachable_discrepancy_keeps_a_lambda_on_the_misfit_floor_not_the_smallest():
+    """σ given 40 % too low: no λ reaches ‖A x − y‖² = m σ²; the search warns and keeps the largest λ whose misfit
+    is within 25 % of the smallest one, not the weakest prior it tried (which fits the noise)."""
+    A, x = Blur(gaussian_kernel(1.5)), picture(size=64)
+    y = noisy(A, x, 0.02)
+    with pytest.warns(UserWarning, match="found no λ"):
+        result = imaging.tv_reconstruct(A, y, Discrepancy(), noise_level=0.012, box=(0, 1), max_iter=300)
+    search = result.parameter_search
+    floor = min(search.values)
+    assert result.lam == max(lam for lam, value in zip(search.lams, search.values) if value <= 1.25 * floor)
+    assert result.lam > 100 * min(search.lams)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weakest = imaging.tv_reconstruct(A, y, min(search.lams), box=(0, 1), max_iter=300)
+    assert psnr(result.x, x).item() > psnr(weakest.x, x).item() + 3
+
+
 def test_auto_with_estimated_noise_level_and_tikhonov():
     A, x, sigma = Identity(), picture("coffee", 96), 0.05
     y = noisy(A, x, sigma)

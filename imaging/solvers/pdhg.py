@@ -23,21 +23,18 @@ import math
 
 import torch
 
-from imaging.operators.base import Identity, LinearOperator
+from imaging.operators.base import LinearOperator
 from imaging.ops.finite_diff import finite_diff, finite_diff_adjoint
 from imaging.ops.tv import plane_weights
 from imaging.priors.tv import TotalVariation
 from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_linearity, require_linear,
                                   unknown_like)
 from imaging.linalg import batch_norm, check_finite
-from imaging.solvers.parameter_choice import Discrepancy, prepare_search, search_solver, squared_norm
+from imaging.solvers.parameter_choice import (VARIATIONAL_TAU, prepare_search, search_solver, squared_norm,
+                                              variational_rule)
 
 
-# lam="auto" with σ given (not estimated): the discrepancy principle at τ = 0.9, chosen on train400 crops (96²,
-# deblurring, 30 % CS, 50 % inpainting, σ = 0.005 and 0.05: 0.12 dB below the grid's best on average, against 0.29 at
-# τ = 1; benchmarks/parameter_choice.py --pictures train --tau). With σ estimated from y, τ = 1: the estimate runs
-# low on blurred measurements, and a smaller τ would under-regularise further. Denoising keeps SURE.
-DISCREPANCY_TAU = 0.9
+DISCREPANCY_TAU = VARIATIONAL_TAU  # TV's lam="auto" with σ given (see parameter_choice.VARIATIONAL_TAU)
 
 
 class PDHG(IterativeSolver):
@@ -105,8 +102,7 @@ class PDHG(IterativeSolver):
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         rule = self.parameter_rule
-        if rule == "auto" and self.noise_given and not isinstance(self.A, Identity):
-            rule = Discrepancy(tau=DISCREPANCY_TAU)
+        rule = variational_rule(rule, self.A, self.noise_given)
         return search_solver(lambda value, data: PDHG(self.A, data, value, **self.options), self.A, self.y,
                              rule, self.noise_level, lambda data: self.noise_level * squared_norm(self.A, data), x0,
                              "PDHG")
