@@ -21,6 +21,8 @@ from typing import Callable, Union
 
 import torch
 
+from imaging.ops._common import require_values
+
 Vector = Union[torch.Tensor, tuple]
 
 
@@ -62,6 +64,7 @@ def check_finite(t: torch.Tensor, owner: str, arg: str) -> torch.Tensor:
         raise TypeError(f"{owner}: argument '{arg}' must be a torch.Tensor, got {type(t).__name__}")
     if t.numel() == 0:
         raise ValueError(f"{owner}: argument '{arg}' must be non-empty")
+    require_values(t, owner, arg)
     if not torch.isfinite(t).all():
         raise ValueError(f"{owner}: argument '{arg}' has non-finite values (NaN or inf)")
     return t

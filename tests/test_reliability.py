@@ -5,6 +5,7 @@ import torch
 
 import imaging
 from conftest import requires_ext
+from imaging.calibration.sensing import DenseGainSensing
 from imaging.data import load_image
 from imaging.operators import GaussianNoise, Identity, Inpainting, Radon, gaussian_kernel
 from imaging.priors import FlowPrior
@@ -321,3 +322,28 @@ def test_pnp_says_when_its_first_step_overflows():
     for solver in (PnPPGD(1e10 * B, 1e10 * y, lambda v: v), PnPADMM(1e10 * B, 1e10 * y, lambda v: v, rho=1.0)):
         with pytest.raises(FloatingPointError, match="overflow.*torch.float32.*rescale A"):
             solver.run()
+
+
+META = torch.zeros(1, 1, 8, 8, dtype=torch.float64, device="meta")
+
+
+@pytest.mark.parametrize("who, arg, call", [
+    ("tv_prox", "y", lambda: imaging.ops.tv_prox(META, 0.1)),
+    ("least_squares", "y", lambda: least_squares(Identity(), META, 0.1)),
+    ("FISTA", "y", lambda: FISTA(Identity(), META, 0.1)),
+    ("foe_grad", "x", lambda: imaging.ops.foe_grad(META, torch.ones(2, 3, 3, dtype=torch.float64, device="meta"),
+                                                   torch.ones(2, dtype=torch.float64, device="meta"),
+                                                   torch.ones(2, dtype=torch.float64, device="meta"))),
+    ("DenseGainSensing", "A", lambda: DenseGainSensing(torch.zeros(3, 4, 5, dtype=torch.float64, device="meta"))),
+], ids=["tv_prox", "least_squares", "FISTA", "foe_grad", "DenseGainSensing"])
+def test_meta_tensors_are_refused_where_values_are_read(who, arg, call):
+    """A meta tensor (shape only) used to fail inside with "Tensor.item() cannot be called on meta tensors"."""
+    with pytest.raises(ValueError, match=f"{who}: argument '{arg}' is a meta tensor"):
+        call()
+
+
+def test_field_of_experts_random_sizes_are_checked():
+    with pytest.raises(ValueError, match="'count'"):
+        imaging.priors.FieldOfExperts.random(count=2 ** 70)
+    with pytest.raises(ValueError, match="'size'"):
+        imaging.priors.FieldOfExperts.random(size=0)

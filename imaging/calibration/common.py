@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from imaging._progress import progress_bar
+from imaging.ops._common import require_values
 from imaging.calibration.sensing import DenseGainSensing, GainSensing, RandomMaskDCTSensing
 from imaging.solvers.base import IterativeSolver, Result, check_linearity
 
@@ -37,6 +38,7 @@ def check_measurements(sensing: GainSensing, y: torch.Tensor, owner: str) -> Non
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{owner}: measurements must be a torch.Tensor, got {type(y).__name__}")
     sensing.check(y, owner)
+    require_values(y, owner, "y")
     if not torch.isfinite(y).all():
         raise ValueError(f"{owner}: measurements have non-finite values (NaN or inf)")
     probe = sensing.probe_like()

@@ -23,6 +23,7 @@ import math
 import torch
 from imaging.operators.base import LinearOperator
 from imaging.operators.sampling import _generator, dct_matrix, signed_dct2, signed_dct2_adjoint
+from imaging.ops._common import require_values
 from imaging.ops.gain_sensing import gain_adjoint, gain_forward, gain_normal_pass
 
 
@@ -120,6 +121,7 @@ class DenseGainSensing(GainSensing):
             raise ValueError(f"DenseGainSensing: argument 'A' must have shape (p, m, n) or (B, p, m, n), got {got}")
         if not (A.is_floating_point() or A.is_complex()):
             raise TypeError(f"DenseGainSensing: argument 'A' must be a floating or complex tensor, got {A.dtype}")
+        require_values(A, "DenseGainSensing", "A")
         if not bool(torch.isfinite(A).all()):
             raise ValueError("DenseGainSensing: argument 'A' has non-finite values (NaN or inf)")
         p, m, n = A.shape[-3:]

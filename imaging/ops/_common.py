@@ -8,6 +8,13 @@ from imaging._ext import has_kernel
 KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
+def require_values(t: torch.Tensor, op: str, arg: str) -> None:
+    """Refuse a meta tensor (a shape without values) where `op` must read the values (finiteness, scales)."""
+    if t.is_meta:
+        raise ValueError(f"{op}: argument '{arg}' is a meta tensor (a shape without values), but {op} reads its "
+                         f"values; pass a tensor on the CPU or a GPU")
+
+
 def check_tensor(t: object, op: str, arg: str, dims: tuple[int, ...], layout: str) -> torch.Tensor:
     """Raise a clear error unless `t` is a non-empty floating/complex tensor with one of `dims` dimensions."""
     if not isinstance(t, torch.Tensor):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from imaging._ext import HAS_EXT
-from imaging.ops._common import use_kernel
+from imaging.ops._common import require_values, use_kernel
 
 POTENTIALS = ("abs", "student")
 PADDINGS = ("reflect", "zero")
@@ -109,6 +109,7 @@ def check_foe(op: str, x: object, filters: object, weights: object, nu: object, 
         if t.dtype != x.dtype or t.device != x.device:
             raise TypeError(f"{op}: argument '{name}' must have x's dtype {x.dtype} and device {x.device}, "
                             f"got {t.dtype} on {t.device}")
+        require_values(t, op, name)
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{op}: argument '{name}' has non-finite values (NaN or inf)")
     if x.dim() != 4 or x.numel() == 0:

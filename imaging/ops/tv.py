@@ -23,7 +23,7 @@ import math
 import torch
 
 from imaging._ext import HAS_EXT
-from imaging.ops._common import check_tensor, register_not_differentiable, use_kernel
+from imaging.ops._common import check_tensor, register_not_differentiable, require_values, use_kernel
 from imaging.ops.finite_diff import _finite_diff_adjoint_torch, _finite_diff_torch
 
 _IMAGE = "(N, C, H, W) or (N, C, D, H, W)"
@@ -189,6 +189,7 @@ def tv_hvp(x: torch.Tensor, v: torch.Tensor, eps: float, isotropic: bool = True)
     if v.shape != x.shape:
         raise ValueError(f"tv_hvp: argument 'v' must have the shape of 'x' {tuple(x.shape)}, got {tuple(v.shape)}")
     for name, t in (("x", x), ("v", v)):  # the Hessian's weights would hide a NaN pixel behind a finite value
+        require_values(t, "tv_hvp", name)
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"tv_hvp: argument '{name}' has non-finite values (NaN or inf)")
     eps = _check_eps(eps, "tv_hvp", positive=True)
@@ -228,6 +229,7 @@ def tv_prox(y: torch.Tensor, lam: float | torch.Tensor, isotropic: bool = True, 
     _check_image(y, "tv_prox", "y")
     if torch.is_grad_enabled() and (y.requires_grad or (isinstance(lam, torch.Tensor) and lam.requires_grad)):
         raise RuntimeError("tv_prox: not differentiable; detach the inputs (or use the smoothed tv / tv_grad)")
+    require_values(y, "tv_prox", "y")
     scale = float(y.abs().max())  # one reduction: NaN or inf anywhere makes it non-finite
     if not math.isfinite(scale):
         raise ValueError("tv_prox: argument 'y' has non-finite values (NaN or inf)")

@@ -52,6 +52,10 @@ class FieldOfExperts(nn.Module):
                potential: str = "abs", padding: str = "reflect", dtype: torch.dtype = torch.float64,
                seed: int = 0) -> "FieldOfExperts":
         """Zero-mean random filters (unit ℓ2 norm): a starting point for learning."""
+        for name, value, top in (("count", count, 10_000), ("size", size, 255)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(f"FieldOfExperts.random: argument '{name}' must be an integer in [1, {top}], got "
+                                 f"{value!r}")
         gen = torch.Generator().manual_seed(seed)
         filters = torch.randn(count, size, size, generator=gen, dtype=dtype)
         filters = filters - filters.mean((1, 2), keepdim=True)
