@@ -269,6 +269,7 @@ def solve(method: str, A, y: torch.Tensor, sigma: float, steps: int | None, seed
 
         prior = DiffusionPrior.pretrained("natural", dtype=torch.float32, device=y.device)
         extra = {"steps": steps} if steps else {}
+        seed = [seed] * y.shape[0]  # one per input: each draws what it would alone, whatever the batching
         if method == "red-diff":
             r = RedDiff(A, y, prior, noise_level=sigma, seed=seed, **extra).run()
         elif method == "flair":
@@ -478,8 +479,7 @@ def main() -> None:
               help="floating-point precision of the solve")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="measurements of the same shape and noise level solved together (faster on a GPU); λ is still "
-                   "chosen per input (lsq, tv, pnp-lpn give the same outputs at any batch size), but the diffusion "
-                   "methods draw their noise per batch, so their outputs depend on the batching")
+                   "chosen and noise drawn per input, so the outputs do not depend on the batching")
 @click.option("--overwrite", is_flag=True, help="recompute and replace existing outputs (default: keep them)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="a progress bar")
 @operator_options

@@ -140,9 +140,13 @@ def test_denoise_and_a_diffusion_method(clean, tmp_path):
     rows = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert all(r["psnr"] > 22 for r in rows)  # noisy input: 20 dB
     cli("simulate", clean, "--operator", "inpaint", "--out", tmp_path / "m", cwd=tmp_path)
-    cli("reconstruct", tmp_path / "m", "--operator", "inpaint", "--method", "ddrm", "--steps", "10", "--noise-level",
-        "0.01", "--out", tmp_path / "r", "--no-progress", cwd=tmp_path)
-    assert len(list((tmp_path / "r").glob("*.png"))) == 6
+    for batch in ("1", "4"):  # one seed per input: batching does not change a stochastic method's outputs
+        cli("reconstruct", tmp_path / "m", "--operator", "inpaint", "--method", "ddrm", "--steps", "10",
+            "--noise-level", "0.01", "--batch-size", batch, "--format", "npy", "--out", tmp_path / f"r{batch}",
+            "--no-progress", cwd=tmp_path)
+    assert len(list((tmp_path / "r1").glob("*.npy"))) == 6
+    for path in (tmp_path / "r1").glob("*.npy"):
+        assert np.allclose(np.load(path), np.load(tmp_path / "r4" / path.name), atol=1e-5)
 
 
 def test_calibrate_from_files(tmp_path):

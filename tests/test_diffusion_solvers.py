@@ -147,3 +147,27 @@ def test_bad_arguments_name_themselves(solver, problem):
         solver(A, y, object(), noise_level=SIGMA)
     with pytest.raises(ValueError, match="'noise_level'"):
         solver(A, y, gaussian_prior(), noise_level=float("nan"))
+
+
+@pytest.mark.parametrize("solver", ["DPS", "DiffPIR", "DDRM", "RedDiff", "Flair"])
+def test_one_seed_per_sample_makes_a_batch_answer_what_each_sample_alone_would(solver, problem):
+    """seed=[s_0, s_1, ...]: sample i draws what a batch of one seeded with s_i draws, and no step couples the
+    samples, so a batch (the command line's --batch-size) answers what each input alone answers."""
+    from imaging.priors import FlowPrior
+    from imaging.solvers import Flair, RedDiff
+
+    A, y = problem[0], problem[1][:3]
+    prior = gaussian_prior()
+    make = {"DPS": lambda y, seed: DPS(A, y, prior, noise_level=SIGMA, steps=20, seed=seed),
+            "DiffPIR": lambda y, seed: DiffPIR(A, y, prior, noise_level=SIGMA, steps=10, seed=seed),
+            "DDRM": lambda y, seed: DDRM(A, y, prior, noise_level=SIGMA, steps=10, seed=seed),
+            "RedDiff": lambda y, seed: RedDiff(A, y, prior, noise_level=SIGMA, steps=20, seed=seed),
+            "Flair": lambda y, seed: Flair(A, y, FlowPrior.from_diffusion(prior), noise_level=SIGMA, steps=10,
+                                           seed=seed)}[solver]
+    seeds = [3, 3, 11]
+    batch = make(y, seeds).run(warn=False).x
+    alone = torch.cat([make(y[i:i + 1], seeds[i]).run(warn=False).x for i in range(3)])
+    assert torch.allclose(batch, alone, atol=1e-6), float((batch - alone).abs().max())
+    assert not torch.allclose(batch[0], batch[2])
+    with pytest.raises(ValueError, match="seed"):
+        make(y, [1, 2]).run(warn=False)

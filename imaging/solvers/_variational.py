@@ -57,13 +57,27 @@ def squared_misfit(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torc
 
 
 class SeededNoise:
-    """Standard normal draws from a CPU generator (the same numbers on every device), then moved to `like`."""
+    """Standard normal draws from CPU generators (the same numbers on every device), then moved to `like`'s device:
+    one generator for the whole batch (`seed` an int, or None: random), or one per sample (`seed` a list of ints:
+    sample i draws what a batch of one seeded with seed[i] draws, so batching does not change its answer)."""
 
-    def __init__(self, seed: int | None) -> None:
-        self.generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2 ** 63)
+    def __init__(self, seed: int | list[int] | tuple[int, ...] | None) -> None:
+        if isinstance(seed, (list, tuple)):
+            if not seed or any(isinstance(s, bool) or not isinstance(s, int) for s in seed):
+                raise ValueError(f"seed: expected an int, None or a non-empty list of ints (one per sample), got "
+                                 f"{seed!r}")
+            self.generators = [torch.Generator().manual_seed(s) for s in seed]
+        else:
+            self.generators = [torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2 ** 63)]
+        self.per_sample = isinstance(seed, (list, tuple))
 
     def like(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        if not self.per_sample:
+            return torch.randn(x.shape, generator=self.generators[0], dtype=x.dtype).to(x.device)
+        if x.shape[0] != len(self.generators):
+            raise ValueError(f"seed: {len(self.generators)} seeds (one per sample) for a batch of {x.shape[0]}")
+        draws = [torch.randn((1, *x.shape[1:]), generator=g, dtype=x.dtype) for g in self.generators]
+        return torch.cat(draws).to(x.device)
 
 
 def schedule_check(done: int, total: int, data_rms: float, noise_level: float | None) -> tuple[bool, str]:

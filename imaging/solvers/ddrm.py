@@ -35,7 +35,8 @@ class DDRM(IterativeSolver):
         y: measurements (N, ...). prior: the diffusion model.
         noise_level: σ_y of the measurement noise per entry (image units; 0: noiseless, the data are kept exactly).
         steps: K timesteps (every T/K-th). eta: η, eta_b: η_b (the paper's 0.85 and 1).
-        seed: for the initial noise and the draws (None: random).
+        seed: for the initial noise and the draws (None: random), or a list of one seed per sample (a batch then answers
+            what each sample alone would).
     Converged: the schedule ran to its end and the final data RMS is at most 1.1 σ_y (0 noise: 1e-6 of ‖y‖'s RMS).
     History per step: t, data_rms (RMS of A x̂_0 − y).
     """
@@ -43,7 +44,7 @@ class DDRM(IterativeSolver):
     name = "DDRM"
 
     def __init__(self, A: LinearOperator, y: torch.Tensor, prior: DiffusionPrior, *, noise_level: float,
-                 steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, seed: int | None = 0,
+                 steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, seed: int | list[int] | None = 0,
                  **loop_options) -> None:
         A, y, prior = check_problem(A, y, prior, "DDRM", steps, noise_level, noise_required=True)
         require_linear(A, "DDRM")

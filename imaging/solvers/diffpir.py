@@ -41,7 +41,8 @@ class DiffPIR(IterativeSolver):
             18.73 for the paper's 0.1, which it set for deblurring and SR at σ = 0.05 with its 256² FFHQ models;
             benchmarks/diffusion_solvers.py --tune).
         cg_iter, cg_tol: the conjugate gradient of the data step.
-        seed: for the initial noise and the draws (None: random).
+        seed: for the initial noise and the draws (None: random), or a list of one seed per sample (a batch then answers
+            what each sample alone would).
     Converged: the schedule ran to its end and the final data RMS is at most 1.1 σ.
     History per step: t, data_rms (RMS of A x̃_0 − y), rho.
     """
@@ -50,7 +51,7 @@ class DiffPIR(IterativeSolver):
 
     def __init__(self, A: LinearOperator, y: torch.Tensor, prior: DiffusionPrior, *, noise_level: float,
                  steps: int = 100, spacing: str = "quadratic", lam: float = 1.0, zeta: float = 1.0,
-                 cg_iter: int = 50, cg_tol: float = 1e-6, seed: int | None = 0, **loop_options) -> None:
+                 cg_iter: int = 50, cg_tol: float = 1e-6, seed: int | list[int] | None = 0, **loop_options) -> None:
         A, y, prior = check_problem(A, y, prior, "DiffPIR", steps, noise_level, noise_required=True)
         require_linear(A, "DiffPIR")
         check_linearity(A, real_part(A.adjoint(y)), "DiffPIR")

@@ -37,14 +37,16 @@ class DPS(IterativeSolver):
         noise_level: σ of the measurement noise per entry, if known: DPS runs its whole schedule and has converged
             when, given σ, the final data RMS is at most 1.1 σ (else a `ConvergenceWarning`).
         eta: 1 (default) the DDPM ancestral step of the paper; 0 a deterministic DDIM step.
-        seed: for the initial noise and the ancestral draws (None: random).
+        seed: for the initial noise and the ancestral draws (None: random), or a list of one seed per sample (a batch
+            then answers what each sample alone would).
     History per step: t, data_rms (RMS of A(x̂_0) − y in image units).
     """
 
     name = "DPS"
 
     def __init__(self, A: Operator, y: torch.Tensor, prior: DiffusionPrior, *, steps: int = 1000,
-                 scale: float = 0.3, noise_level: float | None = None, eta: float = 1.0, seed: int | None = 0,
+                 scale: float = 0.3, noise_level: float | None = None, eta: float = 1.0,
+                 seed: int | list[int] | None = 0,
                  **loop_options) -> None:
         A, y, prior = check_problem(A, y, prior, "DPS", steps, noise_level)
         for name, value in (("scale", scale), ("eta", eta)):

@@ -61,7 +61,8 @@ class Flair(IterativeSolver):
             operators), the result is refined in pixel space as the MAP of x given y and x ~ N(D(μ), τ²I):
             (AᴴA + β I) x = Aᴴy + β D(μ), β = σ²/τ², by CG; it restores the measured content the decoder cannot
             represent (not part of the paper's method).
-        seed: for ξ and the first x̂₁ (None: random).
+        seed: for ξ and the first x̂₁ (None: random), or a list of one seed per sample (a batch then answers what each
+            sample alone would).
     History per step: t, data_rms (after the data steps), prior_loss (mean (v − (ε − μ))²), data_steps.
     """
 
@@ -72,7 +73,8 @@ class Flair(IterativeSolver):
                  lr_prior: float = 1.0, lr_data: float | None = None, data_steps: int = 15,
                  noise_level: float | None = None,
                  min_decrease: float = 0.01, trajectory_adjustment: bool = True, decoupled: bool = True,
-                 decoder_error: float | None = None, seed: int | None = 0, regularisation: float | None = None,
+                 decoder_error: float | None = None,
+                 seed: int | list[int] | None = 0, regularisation: float | None = None,
                  **loop_options) -> None:
         operator, y, prior = problem_first(A, y, prior, FlowPrior, "Flair")
         if regularisation is not None:

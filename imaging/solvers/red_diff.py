@@ -78,7 +78,8 @@ class RedDiff(IterativeSolver):
             explained); otherwise a `ConvergenceWarning` gives the RMS reached.
         discrepancy: τ; given σ, the data term acts only while a sample's mean squared residual exceeds τσ² (see
             the module docstring). None (or σ unknown): the paper's data term, which fits y as far as it can.
-        seed: for the noise draws (None: random).
+        seed: for the noise draws (None: random), or a list of one seed per sample (a batch then answers what each
+            sample alone would).
     History per step: t, data_rms (RMS of A(x) − y in image units), prior_loss (mean (ε_θ − ε)²).
     """
 
@@ -87,7 +88,7 @@ class RedDiff(IterativeSolver):
     def __init__(self, A: Operator, y: torch.Tensor, prior: DiffusionPrior, *, steps: int = 100,
                  lr: float = 0.25, lam: float | str | None = None, obs_weight: float = 1.0,
                  weighting: Callable[[float], float] = linear_weighting, sigma_x0: float = 0.0,
-                 noise_level: float | None = None, discrepancy: float | None = 1.0, seed: int | None = 0,
+                 noise_level: float | None = None, discrepancy: float | None = 1.0, seed: int | list[int] | None = 0,
                  **loop_options) -> None:
         operator, y, prior = problem_first(A, y, prior, DiffusionPrior, "RedDiff")
         if not 1 <= steps <= prior.num_timesteps:
