@@ -6,7 +6,7 @@ Noise: y = x + (σ/255)·n, n ~ N(0, 1) seeded per image (seed = image index), t
 - BM3D: the `bm3d` package (PyPI) with the true σ, measured side by side (skipped when not installed);
 - FoE: `FieldOfExperts.pretrained(...)` (its σ only), ½‖x − y‖² + R(x) minimised by `accelerated_gradient`;
   `UnrolledFoE.pretrained(...)`(y, σ), the Student-t FoE trained end to end for 10 gradient steps at σ = 25 (other
-  σ: its data weight rescaled by (25/σ)², a transfer it was not trained for);
+  σ: it denoises y·25/σ and scales back, a transfer it was not trained for);
 - LPN: `pretrained_lpn(...)`.prox(y) (trained for σ/255 in [0.01, 0.1]);
 - DDPM one-step: `DiffusionPrior.pretrained(...)`.denoise(y, σ), the network's posterior mean at the matching
   timestep (no per-image or per-σ tuning).
@@ -85,7 +85,7 @@ def make_methods(names: list[str], sigma255: int) -> dict:
                 unrolled = UnrolledFoE.pretrained(name)
             except FileNotFoundError:
                 continue
-            label = f"FoE unrolled ({name})" + ("" if sigma255 == 25 else ", β rescaled")
+            label = f"FoE unrolled ({name})" + ("" if sigma255 == 25 else ", input scaled")
             methods[label] = lambda y, x, m=unrolled: m(y.float(), sigma).clamp(0, 1)
     if "lpn" in names:
         from imaging.priors import pretrained_lpn

@@ -24,7 +24,7 @@ import torch
 
 OPERATORS = ("identity", "blur", "downsample", "inpaint", "cs", "mri", "ct")
 METHODS = ("lsq", "tv", "pnp-lpn", "red-diff", "flair", "dps", "diffpir", "ddrm")
-DENOISERS = ("tv", "ddpm", "lpn")
+DENOISERS = ("tv", "ddpm", "lpn", "foe")
 OPERATOR_FILE = "imaging-operator.json"
 
 
@@ -300,6 +300,12 @@ def denoise_one(method: str, y: torch.Tensor, sigma: float):
 
         prior = DiffusionPrior.pretrained("natural", device=y.device)
         return prior.denoise(y.float(), sigma).to(y.dtype), None, True
+    if method == "foe":
+        from imaging.priors import UnrolledFoE
+
+        model = UnrolledFoE.pretrained("natural-sigma25-student", dtype=y.dtype).to(y.device)
+        with torch.no_grad():
+            return model(y, sigma).clamp(0.0, 1.0), None, True
     raise click.UsageError(f"--method must be one of {', '.join(DENOISERS)}, got {method!r}")
 
 
@@ -515,7 +521,9 @@ def reconstruct(inputs, method, noise_level, out, fmt, truth, steps, device, dty
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--method", type=click.Choice(DENOISERS), default="tv", show_default=True,
               help="tv: total variation with λ from the noise level; ddpm: the shipped diffusion model's one-step "
-                   "denoiser; lpn: the shipped learned proximal network (trained for σ about 0.08-0.12)")
+                   "denoiser; lpn: the shipped learned proximal network (trained for σ about 0.08-0.12); foe: the "
+                   "shipped Student-t field of experts (10 learned gradient steps, trained at σ = 25/255; at other σ "
+                   "it denoises the image scaled by 25/255/σ)")
 @click.option("--noise-level", default="auto", show_default=True,
               help="noise standard deviation on the [0, 1] scale, or 'auto' to estimate it from each image")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")

@@ -139,6 +139,9 @@ def test_denoise_and_a_diffusion_method(clean, tmp_path):
         tmp_path / "d", "--no-progress", cwd=tmp_path)
     rows = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert all(r["psnr"] > 22 for r in rows)  # noisy input: 20 dB
+    cli("denoise", tmp_path / "y", "--method", "foe", "--noise-level", "0.1", "--truth", clean, "--out",
+        tmp_path / "f", "--no-progress", cwd=tmp_path)
+    assert all(r["psnr"] > 22 for r in json.loads((tmp_path / "f" / "metrics.json").read_text()))
     cli("simulate", clean, "--operator", "inpaint", "--out", tmp_path / "m", cwd=tmp_path)
     for batch in ("1", "4"):  # one seed per input: batching does not change a stochastic method's outputs
         cli("reconstruct", tmp_path / "m", "--operator", "inpaint", "--method", "ddrm", "--steps", "10",

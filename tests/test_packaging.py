@@ -34,13 +34,15 @@ def test_a_regular_install_loads_every_model_by_name_from_elsewhere(wheel, tmp_p
                    check=True, capture_output=True, timeout=600)
     code = """
 import imaging
-from imaging.priors import DiffusionPrior, FieldOfExperts, FlowPrior, pretrained_lpn
+from imaging.priors import DiffusionPrior, FieldOfExperts, FlowPrior, UnrolledFoE, pretrained_lpn
 assert imaging.__file__.startswith(%r), imaging.__file__
 for name in ("natural", "faces"):
     DiffusionPrior.pretrained(name); FlowPrior.pretrained(name)
 for name in ("natural", "image", "digits", "laplacian-pm"):
     pretrained_lpn(name)
-FieldOfExperts.pretrained("denoise-sigma25")
+for name in ("denoise-sigma25", "natural-sigma25"):
+    FieldOfExperts.pretrained(name)
+UnrolledFoE.pretrained("natural-sigma25-student")
 print("ok")
 """ % str(target)
     env = {**os.environ, "PYTHONPATH": str(target), "IMAGING_NO_EXT": "1"}

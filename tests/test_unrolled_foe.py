@@ -23,19 +23,21 @@ def noisy_pair(size: int = 24, sigma: float = 0.1, seed: int = 0):
 
 
 def test_each_step_is_a_gradient_step_on_the_energy():
-    """x_{t+1} = x_t − α_t ∇E(x_t), ∇E from autograd of E(x) = β/2‖x − y‖² + R(x), α_t = exp(s_t)/(β + L)."""
+    """x_{t+1} = x_t − α_t ∇E(x_t), ∇E from autograd of E(x) = ½‖x − y‖² + R(x), α_t = exp(s_t)/(1 + L); at
+    another noise level σ the model denoises y·σ₀/σ and scales back."""
     model = small_model()
     _, y = noisy_pair()
-    for sigma, beta in ((None, 1.0), (2 * model.sigma, 0.25)):
-        x = y.clone()
-        for t in range(len(model.log_steps)):
-            x_ = x.clone().requires_grad_()
-            energy = 0.5 * beta * (x_ - y).pow(2).sum() + model.prior.value(x_).sum()
-            gradient, = torch.autograd.grad(energy, x_)
-            alpha = model.log_steps[t].exp() / (beta + model.prior.curvature_bound())
-            x = (x - alpha * gradient).detach()
-        with torch.no_grad():
-            assert torch.allclose(model(y, sigma), x, atol=1e-10)
+    x = y.clone()
+    for t in range(len(model.log_steps)):
+        x_ = x.clone().requires_grad_()
+        energy = 0.5 * (x_ - y).pow(2).sum() + model.prior.value(x_).sum()
+        gradient, = torch.autograd.grad(energy, x_)
+        alpha = model.log_steps[t].exp() / (1 + model.prior.curvature_bound())
+        x = (x - alpha * gradient).detach()
+    with torch.no_grad():
+        assert torch.allclose(model(y), x, atol=1e-10)
+        assert torch.allclose(model(y, model.sigma), x, atol=1e-10)
+        assert torch.allclose(model(y, 2 * model.sigma), model(y / 2) * 2, atol=1e-12)
 
 
 def test_curvature_bound_is_the_largest_curvature_on_periodic_images():
@@ -116,3 +118,21 @@ def test_recipe_trains_exports_and_loads(tmp_path):
     model = UnrolledFoE.load(tmp_path / "foe.safetensors")
     assert model.settings["steps"] == 2 and model.prior.filters.shape == (48, 7, 7)
 
+
+def test_shipped_fields_of_experts_load_by_name_and_denoise_held_out_crops():
+    from imaging.data import load_image
+    from imaging.metrics import psnr
+
+    convex = FieldOfExperts.pretrained("natural-sigma25")
+    assert convex.filters.shape == (48, 7, 7) and convex.convex and convex.zero_mean
+    model = UnrolledFoE.pretrained("natural-sigma25-student")
+    assert model.prior.potential == "student" and model.sigma == pytest.approx(25 / 255)
+    clean = load_image("coffee", size=96, channels=1)[..., 16:80, 16:80].float()
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        denoised = model(noisy)
+    from imaging.ops import tv_prox
+
+    tv_oracle = max(float(psnr(tv_prox(noisy.double(), f * 25 / 255, tol=1e-4, max_iter=500)[0].clamp(0, 1),
+                               clean.double())) for f in (0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.3))
+    assert float(psnr(denoised.clamp(0, 1), clean)) > tv_oracle + 1.0  # 28.34 against 26.82 dB when shipped
