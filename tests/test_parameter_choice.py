@@ -57,6 +57,21 @@ def test_estimate_noise_from_unobserved_entries(A):
         assert abs(imaging.estimate_noise(noisy(A, picture(), sigma), A) / sigma - 1) < 0.1
 
 
+def test_estimate_noise_warns_when_too_few_flat_patches_make_it_unreliable():
+    """A detailed 16×16 picture at low noise has no flat patches: the estimate (from all patches, texture included)
+    is many times too high, and a warning says so; a 96² picture does not warn."""
+    import torch.nn.functional as F
+
+    small = F.interpolate(picture("astronaut", 256), size=(16, 16), mode="area")
+    y = small + 0.005 * torch.randn(small.shape, dtype=small.dtype, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="too few flat patches"):
+        assert imaging.estimate_noise(y) > 3 * 0.005
+    x = picture("camera", 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert imaging.estimate_noise(noisy(Identity(), x, 0.01)) == pytest.approx(0.01, rel=0.1)
+
+
 def test_estimate_noise_says_when_it_cannot():
     A = CompressedSensing(1000, (1, 32, 32))
     y = noisy(A, picture(size=32), 0.01)
