@@ -78,9 +78,9 @@ def estimate_noise(y: torch.Tensor, A=None) -> float:
        covariance eigenvalues' flat tail (the first tail whose mean is at most its median, Chen et al. 2015).
        Planes (leading dimensions) are estimated one by one and combined as √(mean σ²). When no selection keeps
        enough patches (small or detailed images at low noise, e.g. a 16×16 down-sampled picture: 3–19× too high
-       at σ = 0.005), the estimate comes from all patches, texture included, and a `UserWarning` says so. scikit-image's wavelet
-       estimator (`skimage.restoration.estimate_sigma`) overestimates low noise on natural images (2.4× at
-       σ = 0.005 on Set12), which is why it is not used here.
+       at σ = 0.005), the estimate comes from all patches, texture included, and a `UserWarning` says so.
+       scikit-image's wavelet estimator (`skimage.restoration.estimate_sigma`) overestimates low noise on natural
+       images (2.4× at σ = 0.005 on Set12), which is why it is not used here.
 
     Anything else (compressed measurements (N, m), complex k-space without unobserved entries) raises a
     `ValueError` asking for σ. The result counts all noise in y: 8-bit photographs carry 0.3–2 grey levels of their

@@ -111,7 +111,11 @@ class FieldOfExperts(nn.Module):
         snapshot of examples/learn_foe.py; its settings are kept as `.settings`."""
         from imaging.data import load_weights
 
-        tensors, settings = load_weights(path, "FieldOfExperts.load")
+        return cls._from_weights(path, *load_weights(path, "FieldOfExperts.load"), dtype)
+
+    @classmethod
+    def _from_weights(cls, path, tensors: dict, settings, dtype: torch.dtype) -> "FieldOfExperts":
+        """`load` on tensors and settings already read from `path` (checked, then built)."""
         if not {"filters", "log_weights", "log_nu"} <= set(tensors):
             raise ValueError(f"FieldOfExperts.load: {path} is not a field of experts (tensors 'filters', "
                              f"'log_weights', 'log_nu' expected, found {sorted(tensors)})")
@@ -282,8 +286,8 @@ class UnrolledFoE(nn.Module):
         """A model written by `save` (its settings kept as `.settings`)."""
         from imaging.data import load_weights
 
-        prior = FieldOfExperts.load(path, dtype)
         tensors, settings = load_weights(path, "UnrolledFoE.load")
+        prior = FieldOfExperts._from_weights(path, tensors, settings, dtype)
         steps = tensors.get("log_steps")
         if steps is None or steps.dim() != 1 or not 1 <= len(steps) <= 10_000 or "sigma" not in settings:
             raise ValueError(f"UnrolledFoE.load: {path} is not an unrolled field of experts (a 1-D tensor "

@@ -19,7 +19,7 @@ from imaging.operators.base import LinearOperator
 from imaging.solvers.base import (DivergenceError, IterativeSolver, Result, box_bounds, check_linearity, check_start,
                                   require_linear, unknown_like)
 from imaging.linalg import batch_dot, check_finite
-from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm, variational_rule
+from imaging.solvers.parameter_choice import prepare_search, search_solver, squared_norm, variational_auto
 
 
 class AcceleratedGradient(IterativeSolver):
@@ -51,8 +51,8 @@ class AcceleratedGradient(IterativeSolver):
         self.A, self.y, self.prior = A, check_finite(y, "AcceleratedGradient", "y"), prior
         self.lower, self.upper = box_bounds(box, "AcceleratedGradient")
         options = dict(box=box, lipschitz=lipschitz, x_like=x_like, max_iter=max_iter, tol=tol, **loop_options)
-        self.noise_given = noise_level is not None
-        if prepare_search(self, lam, y, A, noise_level, options, "AcceleratedGradient"):
+        if prepare_search(self, lam, y, A, noise_level, options, "AcceleratedGradient",
+                          auto=variational_auto(A, noise_level)):
             lam = 0.0
         self.lam = float(lam)
         self.like = unknown_like(A, y, x_like, "AcceleratedGradient")
@@ -66,9 +66,8 @@ class AcceleratedGradient(IterativeSolver):
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
         guess = lambda data: self.noise_level * squared_norm(self.A, data)  # noqa: E731
-        rule = variational_rule(self.parameter_rule, self.A, self.noise_given)
         return search_solver(lambda value, data: AcceleratedGradient(self.A, data, self.prior, value, **self.options),
-                             self.A, self.y, rule, self.noise_level, guess, x0, self.name)
+                             self.A, self.y, self.parameter_rule, self.noise_level, guess, x0, self.name)
 
     def objective(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(F(x) per sample, ∇F(x))."""

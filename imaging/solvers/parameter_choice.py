@@ -123,14 +123,12 @@ AUTO = "auto"
 VARIATIONAL_TAU = 0.9
 
 
-def variational_rule(rule, A, noise_given: bool):
-    """What "auto" means for the variational solvers: `Discrepancy(tau=VARIATIONAL_TAU)` when σ was given and A
-    is not the identity; any other rule as it is."""
+def variational_auto(A, noise_level: float | None):
+    """What "auto" means for the variational solvers (`prepare_search`'s `auto`): `Discrepancy(tau=VARIATIONAL_TAU)`
+    when σ was given and A is not the identity, else the general "auto"."""
     from imaging.operators.base import Identity
 
-    if rule == AUTO and noise_given and not isinstance(A, Identity):
-        return Discrepancy(tau=VARIATIONAL_TAU)
-    return rule
+    return Discrepancy(tau=VARIATIONAL_TAU) if noise_level is not None and not isinstance(A, Identity) else AUTO
 
 
 def parameter_rule(lam, who: str, name: str = "lam", per_sample: bool = False):
@@ -240,8 +238,8 @@ def _per_sample(solve, A, y: torch.Tensor, rule, noise_level: float, guess: floa
     for record in caught:
         kinds.setdefault(record.category, []).append(record)
     for category, records in kinds.items():
-        samples = f" ({len(records)} of {y.shape[0]} samples; the first shown)" if y.shape[0] > 1 else ""
-        warnings.warn(f"{records[0].message}{samples}", category, stacklevel=4)
+        warnings.warn(f"{records[0].message} ({len(records)} of {y.shape[0]} samples; the first shown)", category,
+                      stacklevel=4)
     history: dict[str, list[float]] = {}
     for key in {key for r in results for key in r.history}:
         runs = [r.history[key] for r in results if r.history.get(key)]

@@ -31,7 +31,7 @@ from imaging.solvers.base import (IterativeSolver, Result, box_bounds, check_lin
                                   unknown_like)
 from imaging.linalg import batch_norm, check_finite
 from imaging.solvers.parameter_choice import (VARIATIONAL_TAU, prepare_search, search_solver, squared_norm,
-                                              variational_rule)
+                                              variational_auto)
 
 
 DISCREPANCY_TAU = VARIATIONAL_TAU  # TV's lam="auto" with σ given (see parameter_choice.VARIATIONAL_TAU)
@@ -73,8 +73,8 @@ class PDHG(IterativeSolver):
                              "AcceleratedGradient")
         options = dict(prior=prior, box=(lower, upper), tau=tau, sigma=sigma, x_like=x_like,
                        max_iter=max_iter, tol=tol, **loop_options)
-        self.noise_given = noise_level is not None
-        if prepare_search(self, lam, y, A, noise_level, options, "PDHG", per_sample=True):
+        if prepare_search(self, lam, y, A, noise_level, options, "PDHG", auto=variational_auto(A, noise_level),
+                          per_sample=True):
             lam = 1.0  # steps for a placeholder; each solve of the search builds its own
         self.lower, self.upper, self.prior = lower, upper, prior
         like = unknown_like(A, y, x_like, "PDHG")
@@ -101,11 +101,9 @@ class PDHG(IterativeSolver):
             self.dual_step = self.sigma * self.lam_field
 
     def search_parameter(self, x0: torch.Tensor | None) -> Result:
-        rule = self.parameter_rule
-        rule = variational_rule(rule, self.A, self.noise_given)
         return search_solver(lambda value, data: PDHG(self.A, data, value, **self.options), self.A, self.y,
-                             rule, self.noise_level, lambda data: self.noise_level * squared_norm(self.A, data), x0,
-                             "PDHG")
+                             self.parameter_rule, self.noise_level,
+                             lambda data: self.noise_level * squared_norm(self.A, data), x0, "PDHG")
 
     def _real(self, t: torch.Tensor) -> torch.Tensor:
         return t.real if t.is_complex() and not self.like.is_complex() else t
