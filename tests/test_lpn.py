@@ -379,3 +379,23 @@ def test_load_lpn_checks_the_metadata_before_allocating(tmp_path):
     save_file(small.state_dict(), str(path), metadata={"settings": json_.dumps({"architecture": "LPNConv",
                                                                                  "config": small.config()})})
     assert isinstance(load_lpn(path), LPNConv)
+
+
+def test_widened_lpn_is_the_same_prox_and_its_new_units_learn():
+    """LPNConv.widened (the "lpn-wide" recipe's start): same prox at every size, and a training step reaches the new
+    units (their outgoing weights start at 0 but get gradients)."""
+    torch.manual_seed(0)
+    model = LPNConv(hidden=6, depth=4, pools=(False, True, False))
+    with torch.no_grad():
+        for layer in model.core:
+            layer.weight.uniform_(0.0, 0.3)
+    grown = model.widened(10)
+    assert grown.hidden == 10 and grown.min_core_weight() >= 0
+    for shape in ((2, 1, 16, 16), (1, 1, 21, 17)):
+        y = torch.rand(shape)
+        torch.testing.assert_close(grown.prox(y), model.prox(y), rtol=1e-5, atol=1e-6)
+    y = torch.rand(3, 1, 16, 16)
+    (grown.prox(y) - y.flip(-1)).pow(2).mean().backward()
+    assert grown.core[0].weight.grad[:6, 6:].abs().sum() > 0 and grown.core[-1].weight.grad[:, 6:].abs().sum() > 0
+    with pytest.raises(ValueError, match="'hidden'"):
+        model.widened(4)

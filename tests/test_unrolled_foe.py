@@ -127,6 +127,7 @@ def test_shipped_fields_of_experts_load_by_name_and_denoise_held_out_crops():
     assert convex.filters.shape == (48, 7, 7) and convex.convex and convex.zero_mean
     model = UnrolledFoE.pretrained("natural-sigma25-student")
     assert model.prior.potential == "student" and model.sigma == pytest.approx(25 / 255)
+    assert not any(p.requires_grad for p in model.parameters())  # frozen: the compiled op runs inside PnP too
     clean = load_image("coffee", size=96, channels=1)[..., 16:80, 16:80].float()
     noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():

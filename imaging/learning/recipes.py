@@ -31,6 +31,12 @@ SETTINGS = {
     "lpn": {"losses": ["l1", "l2"], "patch_size": 40, "batch_size": 16, "steps": 12_000, "lr": 1e-3, "warmup": 200,
             "weight_decay": 0.0, "ema_decay": 0.999, "grad_clip": 1.0, "seed": 0, "sigma": [0.08, 0.12],
             "network": {"hidden": 64, "depth": 7, "pools": [False, False, True, False, True, False]}},
+    # The LPN grown to 128 channels per layer (894 k parameters): starts as pretrained_lpn("natural") (the "lpn"
+    # recipe's result, widened by LPNConv.widened, the same prox) and continues with the L2 loss on fresh crops.
+    "lpn-wide": {"losses": ["l2"], "patch_size": 40, "batch_size": 16, "steps": 6_000, "lr": 5e-4, "warmup": 100,
+                 "weight_decay": 0.0, "ema_decay": 0.999, "grad_clip": 1.0, "seed": 1, "sigma": [0.08, 0.12],
+                 "grow": "natural", "network": {"hidden": 128, "depth": 7,
+                                                "pools": [False, False, True, False, True, False]}},
     # UnrolledFoE.pretrained("natural-sigma25-student"): 48 Student-t experts 7x7 (zero-mean DCT atoms at the start),
     # 10 gradient steps on 1/2 |x - y|^2 + R(x) with learned step sizes, trained end to end (mean squared error of the
     # last step) on 64x64 crops of train400 with noise sigma = 25/255.
@@ -58,11 +64,17 @@ def build(prior: str, data: str | None, settings: dict):
             data, settings["patch_size"], seed=settings["seed"],
             transform=DiffusionNoise(scheduler.config.num_train_timesteps), length=10 ** 9)
         return model, EpsilonLoss(scheduler), dataset, None, scheduler
-    if prior == "lpn":
+    if prior in ("lpn", "lpn-wide"):
         from imaging.learning.lpn_training import Stage, StagedLoss, l1_loss, l2_loss
-        from imaging.priors.lpn import LPNConv
+        from imaging.priors.lpn import LPNConv, pretrained_lpn
 
-        model = LPNConv(**settings["network"])
+        if "grow" in settings:  # a trained LPN, widened (same prox), continues
+            model = pretrained_lpn(settings["grow"]).widened(settings["network"]["hidden"])
+            if model.config() != LPNConv(**settings["network"]).config():
+                raise ValueError(f"{prior}: the network grown from {settings['grow']!r} does not match the recipe's "
+                                 f"{settings['network']}")
+        else:
+            model = LPNConv(**settings["network"])
         patch, steps = settings["patch_size"], settings["steps"]
         losses = {"l1": l1_loss, "l2": l2_loss}
         count = len(settings["losses"])  # equal stages; the Trainer's cosine schedule sets the rate
@@ -90,7 +102,7 @@ def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) 
               "loss": [[entry["step"], round(entry["loss"], 5)] for entry in log]}
     model = trainer.ema_model()
 
-    if prior == "lpn":
+    if prior.startswith("lpn"):
         model.save(str(folder), {**record, "loss": record["loss"][-20:]})
         return
     if prior == "foe":

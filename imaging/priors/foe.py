@@ -264,11 +264,13 @@ class UnrolledFoE(nn.Module):
     def pretrained(cls, name: str = "natural-sigma25-student", dtype: torch.dtype = torch.float32) -> "UnrolledFoE":
         """A shipped denoiser (imaging/weights/, settings and training record in the file's metadata):
         "natural-sigma25-student" (48 Student-t filters 7×7, trained on train400 crops at σ = 25/255 by
-        `scripts/train_priors.py foe`)."""
+        `scripts/train_priors.py foe`). Frozen for inference (parameters without gradients, so the compiled
+        operator runs even under autograd, e.g. as a plug-and-play denoiser); `.requires_grad_(True)` to fine-tune."""
         from imaging.data import shipped_file
 
-        return cls.load(shipped_file("UnrolledFoE.pretrained", cls.SHIPPED, name,
-                                     "python scripts/train_priors.py foe --export"), dtype)
+        model = cls.load(shipped_file("UnrolledFoE.pretrained", cls.SHIPPED, name,
+                                      "python scripts/train_priors.py foe --export"), dtype)
+        return model.requires_grad_(False)
 
     def save(self, path, record: dict | None = None) -> None:
         """Write the model to a safetensors file atomically (the settings and `record` in its metadata)."""

@@ -325,6 +325,31 @@ class LPNConv(LearnedProximalNetwork):
                 "dilations": list(self.dilations), "pools": list(self.pools), "beta": self.beta,
                 "alpha": self.alpha, "quadratic": self.quadratic, "quadratic_size": self.quadratic_size}
 
+    def widened(self, hidden: int) -> "LPNConv":
+        """A copy with `hidden` ≥ self.hidden channels per layer that computes the same prox (function-preserving
+        growth, to continue training a trained LPN with more capacity). The new units get fresh input weights (the
+        layers' default initialisation; the paper's tiny positive core weights); their outgoing core weights and
+        heads start at 0, so ψ, and hence the prox, is unchanged until training moves them. Draws from torch's
+        global generator (seed it for a reproducible start)."""
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < self.hidden:
+            raise ValueError(f"LPNConv.widened: argument 'hidden' must be an integer >= {self.hidden}, got {hidden!r}")
+        config = {**self.config(), "hidden": hidden}
+        grown = LPNConv(**config).to(self.first.weight.dtype)
+        h, depth = self.hidden, len(self.dilations)
+        with torch.no_grad():
+            grown.first.weight[:h], grown.first.bias[:h] = self.first.weight, self.first.bias
+            for k in range(depth):
+                grown.core[k].weight[:, h:] = 0.0                 # new units do not feed the old ones (yet)
+                grown.core[k].weight[:h, :h] = self.core[k].weight
+                grown.skips[k].weight[:h], grown.skips[k].bias[:h] = self.skips[k].weight, self.skips[k].bias
+            for new_head, old_head in zip(grown.core[depth:], self.core[depth:]):
+                new_head.weight.zero_()
+                new_head.weight[:, :h] = old_head.weight
+            grown.skips[-1].weight.copy_(self.skips[-1].weight)
+            if self.linear is not None:
+                grown.linear.weight.copy_(self.linear.weight)
+        return grown
+
     def _check_shape(self, y: torch.Tensor, arg: str = "y") -> None:
         smallest = max(2 ** sum(self.pools) * (max(self.dilations) + 1), self.quadratic_size // 2 + 1)
         if y.dim() != 4 or y.shape[1] != self.channels or min(y.shape[-2:]) < smallest:
