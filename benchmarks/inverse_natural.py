@@ -43,7 +43,7 @@ TV_GRID = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 1.28e-2, 2.56e-2)
 # One setting per method, for every task (noise 0.01), from `--tune` on train400 crops; RED-Diff's λ follows the
 # noise level (its default 3σ·n_x/n_y, chosen on train400 crops).
 SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR-DDPM": {"lam": 0.1},
-            "PnP-LPN": {"rho": 0.005}, "PnP-FoE": {"sigma": 0.04}}
+            "PnP-LPN": {"rho": 0.005}, "PnP-FoE": {"sigma": 0.03}}
 GRIDS = {"RED-Diff": {"lr": [0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5]},
          "FLAIR-DDPM": {"lam": [0.02, 0.05, 0.1, 0.2, 0.5]},
          "PnP-LPN": {"rho": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]},

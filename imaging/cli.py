@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 OPERATORS = ("identity", "blur", "downsample", "inpaint", "cs", "mri", "ct")
-METHODS = ("lsq", "tv", "pnp-lpn", "red-diff", "flair", "dps", "diffpir", "ddrm")
+METHODS = ("lsq", "tv", "pnp-lpn", "pnp-foe", "red-diff", "flair", "dps", "diffpir", "ddrm")
 DENOISERS = ("tv", "ddpm", "lpn", "foe")
+PNP_FOE_SIGMA = 0.03  # the noise level the field-of-experts denoiser assumes inside PnP-ADMM (chosen on train400)
 OPERATOR_FILE = "imaging-operator.json"
 
 
@@ -263,6 +264,13 @@ def solve(method: str, A, y: torch.Tensor, sigma: float, steps: int | None, seed
 
         lpn = pretrained_lpn("natural", dtype=y.real.dtype).to(y.device)
         r = PnPADMM(A, y, lpn.prox, rho="auto", noise_level=sigma, box=(0.0, 1.0)).run()
+    elif method == "pnp-foe":
+        from imaging.priors import UnrolledFoE
+        from imaging.solvers import PnPADMM
+
+        foe = UnrolledFoE.pretrained("natural-sigma25-student", dtype=y.real.dtype).to(y.device)
+        # the denoiser's level: chosen once on train400 crops (benchmarks/inverse_natural.py --tune)
+        r = PnPADMM(A, y, lambda v: foe(v, PNP_FOE_SIGMA), rho="auto", noise_level=sigma, box=(0.0, 1.0)).run()
     else:
         from imaging.priors import DiffusionPrior, FlowPrior
         from imaging.solvers import DDRM, DPS, DiffPIR, Flair, RedDiff
@@ -468,8 +476,8 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--method", type=click.Choice(METHODS), default="tv", show_default=True,
-              help="lsq: least squares with a gradient penalty; tv: total variation; pnp-lpn: plug-and-play with the "
-                   "shipped learned proximal network; red-diff, flair, dps, diffpir, ddrm: the shipped natural-image "
+              help="lsq: least squares with a gradient penalty; tv: total variation; pnp-lpn / pnp-foe: plug-and-play "
+                   "ADMM with the shipped learned proximal network / Student-t field of experts; red-diff, flair, dps, diffpir, ddrm: the shipped natural-image "
                    "diffusion prior")
 @click.option("--noise-level", default="auto", show_default=True,
               help="standard deviation of the noise per measurement entry (image units, [0, 1] scale), or 'auto' "
