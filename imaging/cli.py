@@ -477,8 +477,8 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--method", type=click.Choice(METHODS), default="tv", show_default=True,
               help="lsq: least squares with a gradient penalty; tv: total variation; pnp-lpn / pnp-foe: plug-and-play "
-                   "ADMM with the shipped learned proximal network / Student-t field of experts; red-diff, flair, dps, diffpir, ddrm: the shipped natural-image "
-                   "diffusion prior")
+                   "ADMM with the shipped learned proximal network / Student-t field of experts; red-diff, flair, "
+                   "dps, diffpir, ddrm: the shipped natural-image diffusion prior")
 @click.option("--noise-level", default="auto", show_default=True,
               help="standard deviation of the noise per measurement entry (image units, [0, 1] scale), or 'auto' "
                    "to estimate it from each measurement; the regularisation is chosen from it")
