@@ -1,13 +1,14 @@
 """The learned priors on a picture they never saw: RED-Diff, FLAIR and PnP-ADMM with the natural-image priors
 next to TV, on deblurring and 50 % random inpainting (noise σ = 0.01).
 
-Priors: `DiffusionPrior.pretrained("natural")` (RED-Diff; FLAIR over it read as a flow) and
-`pretrained_lpn("natural")` (PnP-ADMM), trained on train400 by scripts/train_priors.py. The picture: a grey crop of
+Priors: `DiffusionPrior.pretrained("natural")` (RED-Diff; FLAIR over it read as a flow),
+`pretrained_lpn("natural")` and `UnrolledFoE.pretrained("natural-sigma25-student")` (PnP-ADMM; ρ from the noise
+level for the FoE), trained on train400 by scripts/train_priors.py. The picture: a grey crop of
 scikit-image's "coffee" (not in train400). Every method has one setting for both tasks (SETTINGS, the ones
 benchmarks/inverse_natural.py reports); TV gets its best λ of a grid measured against the truth (an oracle, so an
 upper bound for TV). Writes out/learned_priors.png and prints PSNR / SSIM / seconds.
-Run: `python examples/learned_priors.py [--size 128] [--steps 100]` (3.5 minutes on the 2-core machine beside a
-training; measured 2026-11-29).
+Run: `python examples/learned_priors.py [--size 128] [--steps 100]` (3.7 minutes on the 2-core machine beside a
+training; measured 2026-12-07).
 """
 from __future__ import annotations
 
@@ -26,11 +27,11 @@ from imaging.data import load_image  # noqa: E402
 from imaging.metrics import oracle, psnr, ssim  # noqa: E402
 from imaging.operators import Blur, GaussianNoise, Inpainting, gaussian_kernel  # noqa: E402
 from imaging.plotting import save_figure, to_display  # noqa: E402
-from imaging.priors import DiffusionPrior, FlowPrior, pretrained_lpn  # noqa: E402
+from imaging.priors import DiffusionPrior, FlowPrior, UnrolledFoE, pretrained_lpn  # noqa: E402
 from imaging.solvers import Flair, PnPADMM, RedDiff  # noqa: E402
 
 NOISE = 0.01
-SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR": {"lam": 0.1}, "PnP-LPN": {"rho": 0.005}}
+SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR": {"lam": 0.1}, "PnP-LPN": {"rho": 0.005}, "PnP-FoE": {"sigma": 0.03}}
 TV_GRID = (2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2)
 
 
@@ -45,6 +46,7 @@ def main() -> None:
     truth = truth[..., start:start + args.size, start:start + args.size].contiguous()
     ddpm = DiffusionPrior.pretrained("natural")
     flow, lpn = FlowPrior.from_diffusion(ddpm), pretrained_lpn("natural")
+    foe = UnrolledFoE.pretrained("natural-sigma25-student")
     mask = (torch.rand(truth.shape, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     tasks = {"deblurring": Blur(gaussian_kernel(1.6), mode="reflect"), "inpainting 50 %": Inpainting(mask)}
     solvers = {
@@ -53,8 +55,10 @@ def main() -> None:
         "FLAIR": lambda A, y: Flair(A, y, flow, steps=args.steps, noise_level=NOISE, progress=True,
                                     **SETTINGS["FLAIR"]).run(),
         "PnP-LPN": lambda A, y: PnPADMM(A, y, lpn.prox, box=(0.0, 1.0), max_iter=args.steps, progress=True,
-                                        **SETTINGS["PnP-LPN"]).run()}
-    figure, axes = plt.subplots(len(tasks), 6, figsize=(16, 2.9 * len(tasks)), layout="constrained", squeeze=False)
+                                        **SETTINGS["PnP-LPN"]).run(),
+        "PnP-FoE": lambda A, y: PnPADMM(A, y, lambda v: foe(v, SETTINGS["PnP-FoE"]["sigma"]), box=(0.0, 1.0),
+                                        max_iter=args.steps, noise_level=NOISE, progress=True).run()}
+    figure, axes = plt.subplots(len(tasks), 7, figsize=(18, 2.9 * len(tasks)), layout="constrained", squeeze=False)
     print(f"coffee {args.size}², noise σ = {NOISE}; PSNR, SSIM and time of each method")
     for row, (task, A) in enumerate(tasks.items()):
         y = GaussianNoise(NOISE)(A(truth), generator=torch.Generator().manual_seed(0))
