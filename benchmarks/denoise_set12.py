@@ -7,14 +7,15 @@ Noise: y = x + (σ/255)·n, n ~ N(0, 1) seeded per image (seed = image index), t
 - FoE: `FieldOfExperts.pretrained(...)` (its σ only), ½‖x − y‖² + R(x) minimised by `accelerated_gradient`;
   `UnrolledFoE.pretrained(...)`(y, σ), the Student-t FoE trained end to end for 10 gradient steps at σ = 25 (other
   σ: it denoises y·25/σ and scales back, a transfer it was not trained for);
-- LPN: `pretrained_lpn(...)`.prox(y) (trained for σ/255 in [0.01, 0.1]);
+- LPN: `pretrained_lpn(...)`.prox(y) (the natural one trained for σ in [0.08, 0.12]), and any exported LPN
+  file given with `--lpn-file` (e.g. a training run's `--export`);
 - DDPM one-step: `DiffusionPrior.pretrained(...)`.denoise(y, σ), the network's posterior mean at the matching
   timestep (no per-image or per-σ tuning).
 Images are never used in training (Set12 is the validation set; the shipped priors train on train400).
 Prints a Markdown table of mean PSNR (dB) / SSIM with the published numbers, the seconds per image, and writes
 JSON to out/denoise_set12.json. Peak memory: the largest growth of the process's resident set during one call.
 Run: `python benchmarks/denoise_set12.py [--data ../shared/datasets/set12] [--sigmas 15 25 50] [--images N]
-[--methods tv bm3d foe lpn ddpm] [--threads 1]`.
+[--methods tv bm3d foe lpn ddpm] [--lpn-file FILE ...] [--threads 1]`.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def tv_oracle(noisy: torch.Tensor, clean: torch.Tensor, sigma: float) -> torch.T
     return best
 
 
-def make_methods(names: list[str], sigma255: int) -> dict:
+def make_methods(names: list[str], sigma255: int, lpn_files: tuple[str, ...] = ()) -> dict:
     methods = {}
     sigma = sigma255 / 255
     if "tv" in names:
@@ -96,6 +97,11 @@ def make_methods(names: list[str], sigma255: int) -> dict:
             except (FileNotFoundError, ValueError):
                 continue
             methods[f"LPN ({name})"] = lambda y, x, lpn=lpn: lpn.prox(y).detach().clamp(0, 1)
+    for path in lpn_files:  # e.g. a run's export before it ships
+        from imaging.priors.lpn import load_lpn
+
+        lpn = load_lpn(path)
+        methods[f"LPN ({Path(path).name})"] = lambda y, x, lpn=lpn: lpn.prox(y).detach().clamp(0, 1)
     if "ddpm" in names:
         from imaging.priors.generative import DiffusionPrior
 
@@ -113,6 +119,7 @@ def main() -> None:
     parser.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
     parser.add_argument("--images", type=int, default=None, help="only the first N images")
     parser.add_argument("--methods", nargs="+", default=["tv", "bm3d", "foe", "lpn", "ddpm"])
+    parser.add_argument("--lpn-file", nargs="+", default=[], help="also these exported LPN files (load_lpn)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default="out/denoise_set12.json")
     args = parser.parse_args()
@@ -123,7 +130,7 @@ def main() -> None:
     print(f"Set12: {len(images)} images from {args.data}; torch threads {torch.get_num_threads()}")
     results: dict = {}
     for sigma255 in args.sigmas:
-        methods = make_methods(args.methods, sigma255)
+        methods = make_methods(args.methods, sigma255, tuple(args.lpn_file))
         rows = {"noisy": [[], [], 0.0, 0], **{name: [[], [], 0.0, 0] for name in methods}}
         for index, clean in enumerate(images):
             noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(index))
