@@ -633,7 +633,7 @@ def calibrate(y_file, a_file, method, max_iter, out):
 
 
 @main.command()
-@click.argument("prior", type=click.Choice(["ddpm", "lpn"]))
+@click.argument("prior", type=click.Choice(["ddpm", "lpn", "lpn-wide", "foe"]))
 @click.option("--data", type=click.Path(exists=True, file_okay=False),
               help="folder of training images (PNG/TIFF/NPY), e.g. train400; random crops are drawn from it")
 @click.option("--run", "run", type=click.Path(file_okay=False), default=None,
@@ -645,8 +645,10 @@ def calibrate(y_file, a_file, method, max_iter, out):
 @click.option("--export", "export_to", type=click.Path(), default=None,
               help="write the run's EMA weights to this folder/file (the layout the library loads) and exit")
 def train(prior, data, run, hours, steps, init, export_to):
-    """Train a shipped prior's recipe (imaging.learning.recipes) on your images: ddpm (DiffusionPrior) or lpn
-    (learned proximal network). Under `accelerate launch` / `torchrun` it trains on several GPUs or nodes.
+    """Train a shipped prior's recipe (imaging.learning.recipes) on your images: ddpm (DiffusionPrior), lpn
+    (learned proximal network), lpn-wide (the shipped natural LPN grown to 128 channels, continued) or foe (the
+    Student-t field of experts, UnrolledFoE). Under `accelerate launch` / `torchrun` it trains on several GPUs or
+    nodes.
 
     Example: imaging train lpn --data my_ct_slices/ --run runs/lpn --hours 2"""
     from imaging.learning.recipes import SETTINGS, export_prior, train_prior

@@ -246,3 +246,11 @@ def test_batches_of_inputs(clean, tmp_path):
         if row["status"] == "ok":
             assert row["lam"] == pytest.approx(single[name]["lam"], rel=1e-9)
             assert np.allclose(np.load(tmp_path / "four" / name), np.load(tmp_path / "one" / name), atol=1e-6)
+
+
+def test_train_offers_every_recipe():
+    from imaging.cli import train
+    from imaging.learning.recipes import SETTINGS
+
+    choices = next(p for p in train.params if p.name == "prior").type.choices
+    assert sorted(choices) == sorted(SETTINGS)
