@@ -91,7 +91,7 @@ def make_methods(names: list[str], sigma255: int, lpn_files: tuple[str, ...] = (
     if "lpn" in names:
         from imaging.priors import pretrained_lpn
 
-        for name in ("natural", "image"):
+        for name in ("natural", "natural-wide", "image"):
             try:
                 lpn = pretrained_lpn(name)
             except (FileNotFoundError, ValueError):

@@ -66,6 +66,15 @@ def test_lpn_prox_beats_tv_on_held_out_pictures(held_out):
     assert mean_psnr(denoised, clean) >= sum(tv) / len(tv) + LPN_MARGIN
 
 
+def test_the_wider_lpn_denoises_better_than_the_one_it_grew_from(held_out):
+    clean, noisy, tv = held_out
+    wide = pretrained_lpn("natural-wide")
+    assert wide.hidden == 128 and wide.min_core_weight() >= 0 and wide.settings["settings"]["grow"] == "natural"
+    denoised = mean_psnr(wide.prox(noisy), clean)
+    assert denoised >= mean_psnr(pretrained_lpn("natural").prox(noisy), clean) + 0.05
+    assert denoised >= sum(tv) / len(tv) + LPN_MARGIN + 0.1
+
+
 @pytest.mark.skipif(not SET12.is_dir(), reason="../shared/datasets/set12 is not present (validation data)")
 def test_ddpm_one_step_on_set12_cameraman_and_house():
     prior = DiffusionPrior.pretrained("natural")

@@ -38,7 +38,7 @@ from imaging.priors import DiffusionPrior, FieldOfExperts, FlowPrior, UnrolledFo
 assert imaging.__file__.startswith(%r), imaging.__file__
 for name in ("natural", "faces"):
     DiffusionPrior.pretrained(name); FlowPrior.pretrained(name)
-for name in ("natural", "image", "digits", "laplacian-pm"):
+for name in ("natural", "natural-wide", "image", "digits", "laplacian-pm"):
     pretrained_lpn(name)
 for name in ("denoise-sigma25", "natural-sigma25"):
     FieldOfExperts.pretrained(name)

@@ -41,7 +41,8 @@ from torch import nn
 
 from imaging.linalg import check_finite
 
-SHIPPED = {"natural": "lpn_natural.safetensors", "image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
+SHIPPED = {"natural": "lpn_natural.safetensors", "natural-wide": "lpn_natural_wide.safetensors",
+           "image": "lpn_image.safetensors", "digits": "lpn_digits.safetensors",
            "laplacian-pm": "lpn_laplacian_pm.safetensors",
            "laplacian-l1": "lpn_laplacian_l1.safetensors", "laplacian-l2": "lpn_laplacian_l2.safetensors"}
 
@@ -469,11 +470,18 @@ def load_lpn(path: str | Path, dtype: torch.dtype = torch.float32) -> LearnedPro
 
 
 def pretrained_lpn(name: str = "image", dtype: torch.dtype = torch.float32) -> LearnedProximalNetwork:
-    """An LPN shipped in imaging/weights/ (written by examples/train_lpn.py; training settings in `model.settings`):
-    "image" (grey natural images, LPNConv), "digits" (8×8 handwritten digits, LPNPatch), "laplacian-pm" / "laplacian-l1" / "laplacian-l2" (LPN1d trained on
-    y = x + N(0, 1), x ~ Laplace(0, 1) with proximal matching, L1 and L2 losses)."""
+    """An LPN shipped in imaging/weights/ (training settings in `model.settings`):
+    - "natural": grey natural images, LPNConv with 64 channels, train400 (`scripts/train_priors.py lpn`);
+    - "natural-wide": the same grown to 128 channels and trained on (`scripts/train_priors.py lpn-wide`): a better
+      denoiser (+0.14 dB on Set12 at σ = 25) at three times the time and twice the memory;
+    - "image": grey natural images, LPNConv, a few scikit-image pictures (examples/train_lpn.py);
+    - "digits": 8×8 handwritten digits, LPNPatch;
+    - "laplacian-pm" / "laplacian-l1" / "laplacian-l2": LPN1d trained on y = x + N(0, 1), x ~ Laplace(0, 1) with
+      proximal matching, L1 and L2 losses."""
     from imaging.data import shipped_file
 
+    recipe = {"natural": "lpn", "natural-wide": "lpn-wide"}.get(name)
     path = shipped_file("pretrained_lpn", SHIPPED, name,
-                        f"python examples/train_lpn.py --model {name.split('-')[0]} --save")
+                        f"python scripts/train_priors.py {recipe} --data ../shared/datasets/train400, then --export"
+                        if recipe else f"python examples/train_lpn.py --model {name.split('-')[0]} --save")
     return load_lpn(path, dtype)
