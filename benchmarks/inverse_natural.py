@@ -8,7 +8,8 @@ Methods:
 - TV (oracle λ): `tv_reconstruct` with, per task, the λ of a grid with the best mean PSNR against the truth;
 - RED-Diff with `DiffusionPrior.pretrained("natural")`;
 - FLAIR over that DDPM read as a flow (`FlowPrior.from_diffusion`);
-- PnP-ADMM with `pretrained_lpn("natural")`;
+- PnP-ADMM with `pretrained_lpn("natural")`, and with the 128-channel `pretrained_lpn("natural-wide")` (PnP-LPN-wide;
+  its ρ is the 64-channel one's, not re-tuned);
 - PnP-ADMM with the Student-t field of experts `UnrolledFoE.pretrained("natural-sigma25-student")` as the denoiser
   (at the noise level `sigma` of SETTINGS; ρ by the discrepancy principle from the noise level).
 Each method has ONE setting (SETTINGS) for all tasks, chosen by `--tune` on crops of training images
@@ -43,10 +44,11 @@ TV_GRID = (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3, 3.2e-3, 6.4e-3, 1.28e-2, 2.56e-2)
 # One setting per method, for every task (noise 0.01), from `--tune` on train400 crops; RED-Diff's λ follows the
 # noise level (its default 3σ·n_x/n_y, chosen on train400 crops).
 SETTINGS = {"RED-Diff": {"lr": 0.5}, "FLAIR-DDPM": {"lam": 0.1},
-            "PnP-LPN": {"rho": 0.005}, "PnP-FoE": {"sigma": 0.03}}
+            "PnP-LPN": {"rho": 0.005}, "PnP-LPN-wide": {"rho": 0.005}, "PnP-FoE": {"sigma": 0.03}}
 GRIDS = {"RED-Diff": {"lr": [0.1, 0.25, 0.5], "lam": [0.05, 0.1, 0.25, 0.5]},
          "FLAIR-DDPM": {"lam": [0.02, 0.05, 0.1, 0.2, 0.5]},
          "PnP-LPN": {"rho": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2]},
+         "PnP-LPN-wide": {"rho": [0.002, 0.005, 0.01, 0.02]},
          "PnP-FoE": {"sigma": [0.02, 0.03, 0.04, 0.06]}}
 
 
@@ -56,11 +58,12 @@ def methods(steps: int) -> dict:
 
     ddpm = DiffusionPrior.pretrained("natural")
     flow = FlowPrior.from_diffusion(ddpm)
-    lpn = pretrained_lpn("natural")
+    lpn, wide = pretrained_lpn("natural"), pretrained_lpn("natural-wide")
     foe = UnrolledFoE.pretrained("natural-sigma25-student")
     return {"RED-Diff": lambda A, y, **o: RedDiff(A, y, ddpm, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
             "FLAIR-DDPM": lambda A, y, **o: Flair(A, y, flow, steps=steps, noise_level=NOISE, seed=0, **o).run().x,
             "PnP-LPN": lambda A, y, **o: PnPADMM(A, y, lpn.prox, box=(0.0, 1.0), max_iter=steps, **o).run().x,
+            "PnP-LPN-wide": lambda A, y, **o: PnPADMM(A, y, wide.prox, box=(0.0, 1.0), max_iter=steps, **o).run().x,
             "PnP-FoE": lambda A, y, sigma: PnPADMM(A, y, lambda v: foe(v, sigma), box=(0.0, 1.0), max_iter=steps,
                                                    noise_level=NOISE).run().x}
 
