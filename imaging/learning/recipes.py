@@ -102,7 +102,7 @@ def export(prior: str, trainer: Trainer, extra, folder: Path, data: str | None) 
               "loss": [[entry["step"], round(entry["loss"], 5)] for entry in log]}
     model = trainer.ema_model()
 
-    if prior.startswith("lpn"):
+    if prior in ("lpn", "lpn-wide"):
         model.save(str(folder), {**record, "loss": record["loss"][-20:]})
         return
     if prior == "foe":
